@@ -1,0 +1,52 @@
+"""Pure functions over a module and its variables; the only way algorithm code runs a model.
+
+A model's variables are ``{"params": ..., "batch_stats": ...}``. Algorithm code differentiates
+with respect to ``variables["params"]`` and passes ``batch_stats`` through unchanged.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from free_jax.models.batchnorm import BNMode
+
+Variables = dict[str, Any]
+
+
+def init_variables(module: nn.Module, key: jax.Array, image_shape: tuple[int, int, int]) -> Variables:
+    """Initialises ``{"params", "batch_stats"}`` for NHWC images of ``image_shape`` = (H, W, C)."""
+    variables = module.init(key, jnp.zeros((2, *image_shape), jnp.float32), bn_mode="batch")
+    return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+
+
+def apply(module: nn.Module, variables: Variables, x: jnp.ndarray, bn_mode: BNMode = "batch") -> jnp.ndarray:
+    """Logits of ``module`` on images ``x`` (B, H, W, C); running statistics are not updated."""
+    return module.apply(variables, x, bn_mode=bn_mode)
+
+
+def apply_and_update_stats(module: nn.Module, variables: Variables, x: jnp.ndarray):
+    """Training-mode forward: logits with batch statistics, and the updated running statistics."""
+    logits, updates = module.apply(variables, x, bn_mode="batch", mutable=["batch_stats"])
+    return logits, updates["batch_stats"]
+
+
+def apply_with_bn_inputs(module: nn.Module, variables: Variables, x: jnp.ndarray,
+                         bn_mode: BNMode = "running"):
+    """Logits plus, for every BatchNorm layer (in call order), the statistics of its input.
+
+    Returns:
+      (logits, stats) where ``stats`` is a list of dicts with ``batch_mean``, ``batch_var``
+      (biased, over the current batch) and the layer's ``running_mean``, ``running_var``.
+    """
+    logits, sown = module.apply(variables, x, bn_mode=bn_mode, mutable=["bn_inputs"])
+    leaves = jax.tree_util.tree_leaves(
+        sown["bn_inputs"], is_leaf=lambda node: isinstance(node, dict) and "batch_mean" in node)
+    return logits, leaves
+
+
+def param_count(params: Any) -> int:
+    """Number of scalars in a parameter pytree."""
+    return sum(int(leaf.size) for leaf in jax.tree_util.tree_leaves(params))
