@@ -1,0 +1,86 @@
+"""Timing helpers shared by every benchmark suite, and the BENCHMARKS.md section writer.
+
+Rules (developers' guide): medians over repeated runs after warm-up, compile time reported
+separately, ratios measured in the same run, machine/command/date written with the figures.
+"""
+from __future__ import annotations
+
+import datetime
+import platform
+import re
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import jax
+
+
+def block(tree):
+    """Waits for every array in ``tree`` (asynchronous dispatch) and returns it."""
+    return jax.block_until_ready(tree)
+
+
+def time_compile(jitted, *args, **kwargs) -> tuple[float, Callable]:
+    """Seconds to lower+compile ``jitted`` for these arguments, and the compiled callable."""
+    start = time.perf_counter()
+    compiled = jitted.lower(*args, **kwargs).compile()
+    return time.perf_counter() - start, compiled
+
+
+def median_seconds(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
+    """Median wall seconds of ``fn()`` (results blocked on) over ``repeats`` runs after warm-up."""
+    for _ in range(warmup):
+        block(fn())
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        block(fn())
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, MiB (host memory; CPU backend)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def machine_description() -> str:
+    """One line naming the backend, devices, CPU and library versions."""
+    import flax
+    import optax
+    devices = jax.devices()
+    kind = devices[0].device_kind if devices else "?"
+    return (f"{jax.default_backend()} × {len(devices)} ({kind}); {platform.processor() or platform.machine()}, "
+            f"python {platform.python_version()}, jax {jax.__version__}, flax {flax.__version__}, "
+            f"optax {optax.__version__}")
+
+
+def write_section(path: str | Path, suite: str, body_markdown: str) -> None:
+    """Replaces (or appends) the block between ``<!-- suite:NAME -->`` markers in ``path``.
+
+    The block is headed by the machine, the command line and the date, so every figure in
+    BENCHMARKS.md says where and how it was measured. Sections are keyed by suite and backend
+    so CPU and GPU figures sit side by side.
+    """
+    path = Path(path)
+    key = f"{suite}-{jax.default_backend()}"
+    start, end = f"<!-- suite:{key} -->", f"<!-- /suite:{key} -->"
+    header = (f"### {suite} ({jax.default_backend()})\n\n"
+              f"- machine: {machine_description()}\n"
+              f"- command: `{' '.join(['python'] + sys.argv)}`\n"
+              f"- date: {datetime.date.today().isoformat()}\n\n")
+    block_text = f"{start}\n{header}{body_markdown.strip()}\n{end}"
+    text = path.read_text() if path.exists() else "# Benchmarks\n\nWritten by `experiments/benchmark.py`.\n"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    text = pattern.sub(lambda _: block_text, text) if pattern.search(text) else text.rstrip() + "\n\n" + block_text + "\n"
+    path.write_text(text)
+
+
+def markdown_table(header: list[str], rows: list[list[object]]) -> str:
+    """A GitHub markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
