@@ -11,15 +11,28 @@ _VERSION = re.search(r'__version__ = "([^"]+)"',
 _FONT_PACKAGES = [
     "fontpkg-noto-sans",            # Latin, Greek, Cyrillic
     "fontpkg-noto-serif",
+    "fontpkg-fira-sans",            # Latin, Greek, Cyrillic (static weights + italics)
+    "fontpkg-rubik",                # Latin, Cyrillic, Hebrew
+    "fontpkg-caveat",               # handwriting: Latin, Cyrillic
+    "fontpkg-kalam",                # handwriting: Latin, Devanagari
     "fontpkg-noto-sans-arabic",
     "fontpkg-noto-kufi-arabic",
+    "fontpkg-amiri",                # Arabic naskh
     "fontpkg-noto-sans-devanagari",
+    "fontpkg-mukta",                # Devanagari
+    "fontpkg-baloo-2",              # Devanagari
     "fontpkg-noto-sans-khmer",
     "fontpkg-noto-sans-tamil",
+    "fontpkg-catamaran",            # Tamil
     "fontpkg-noto-sans-telugu",
+    "fontpkg-anek-telugu",
+    "fontpkg-ramabhadra",           # Telugu
     "fontpkg-noto-sans-thai",
+    "fontpkg-kanit",                # Thai
+    "fontpkg-sarabun",              # Thai
     "fontpkg-frank-ruhl-libre",     # Hebrew
     "fontpkg-heebo",                # Hebrew
+    "fontpkg-assistant",            # Hebrew
     "fontpkg-hind-siliguri",        # Bengali
 ]
 
