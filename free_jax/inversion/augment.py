@@ -1,0 +1,71 @@
+"""Per-sample differentiable augmentation and per-teacher input preparation (SPEC §2.1).
+
+A teacher sees ``normalize(augment(resize(x)))``: the generator's images (one common
+resolution, in [0, 1]) are resized to the teacher's input size when it differs (multi-domain
+scenario), then randomly cropped (zero padding, as torchvision's ``RandomCrop(padding=4)``) and
+flipped, a fresh draw per sample, then normalised with that teacher's mean/std. Every operation
+is differentiable in the pixels, so gradients reach the generator.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def resize_to(images: jnp.ndarray, image_shape) -> jnp.ndarray:
+    """Bilinear resize of (B, H, W, C) images to ``image_shape`` = (H', W', C) (no-op if equal).
+
+    Raises:
+      ValueError: on a channel mismatch (a 1-channel generator cannot feed an RGB teacher).
+    """
+    height, width, channels = (int(d) for d in image_shape)
+    if images.shape[-1] != channels:
+        raise ValueError(f"generator makes {images.shape[-1]}-channel images, teacher expects "
+                         f"{channels} channels; channel conversion is not supported")
+    if images.shape[1:3] == (height, width):
+        return images
+    return jax.image.resize(images, (images.shape[0], height, width, channels), method="bilinear")
+
+
+def random_crop_flip(key: jax.Array, images: jnp.ndarray, padding: int = 4,
+                     flip: bool = True) -> jnp.ndarray:
+    """Per-sample random crop with zero padding and random horizontal flip.
+
+    Each sample b gets its own offsets (dy_b, dx_b) ∈ {0..2·padding}² in the zero-padded image
+    and its own coin for the flip (probability 1/2).
+
+    Args:
+      key: PRNG key; the same key gives the same crops and flips for any image size.
+      images: (B, H, W, C).
+      padding: pixels of zero padding on each side (0: no crop).
+      flip: whether to flip horizontally at random.
+    """
+    batch, height, width, _ = images.shape
+    crop_key, flip_key = jax.random.split(key)
+    if padding > 0:
+        padded = jnp.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+        offsets = jax.random.randint(crop_key, (batch, 2), 0, 2 * padding + 1)
+
+        def crop_one(image, offset):
+            return jax.lax.dynamic_slice(image, (offset[0], offset[1], 0),
+                                         (height, width, image.shape[-1]))
+
+        images = jax.vmap(crop_one)(padded, offsets)
+    if flip:
+        coins = jax.random.bernoulli(flip_key, 0.5, (batch,))
+        images = jnp.where(coins[:, None, None, None], images[:, :, ::-1, :], images)
+    return images
+
+
+def teacher_view(key: jax.Array, images01: jnp.ndarray, image_shape, mean, std,
+                 padding: int = 4, flip: bool = True) -> jnp.ndarray:
+    """What one teacher sees: ``normalize(random_crop_flip(resize_to(x, shape)))``.
+
+    Args:
+      key: augmentation key (share it with the meta-learner's view so both see the same draw).
+      images01: (B, H, W, C) in [0, 1] at the generator's resolution.
+      image_shape: the teacher's (H', W', C). mean, std: (C,) its normalisation.
+    """
+    images = resize_to(images01, image_shape)
+    images = random_crop_flip(key, images, padding, flip)
+    return (images - mean) / std

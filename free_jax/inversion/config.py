@@ -1,0 +1,70 @@
+"""Hyper-parameters of FIVE and of the baselines' inversions (SPEC §2.1, §3, §5)."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+
+@dataclasses.dataclass(frozen=True)
+class InversionConfig:
+    """Everything the inversion code reads; frozen and hashable, so it can be a static jit argument.
+
+    Attributes:
+      way: N, classes per teacher. images_per_class: P; each teacher gets B = N·P images.
+      nz, ngf: generator latent size and base width (SPEC §3).
+      k: generator adaptation steps per teacher (FIVE).
+      gen_lr, z_lr, betas: the inner Adam on generator parameters and on latent codes.
+      lambda_adv: weight of the adversarial term (only after warm-up, with a meta-learner).
+      lambda_bn: weight of the DeepInversion BN-statistics term (0 = off, the default).
+      adv_through_meta_learner: True (default) lets the adversarial gradient flow through the
+        meta-learner's forward pass into the images; False is the released code's ``no_grad``
+        variant (only the teacher's path carries gradient).
+      meta_update: "fomaml" (g = Σ_t ∇_φ L_inv at the adapted φ_t) or "reptile"
+        (g = Σ_t (φ − φ_t)).
+      meta_lr: the persistent outer Adam on φ (betas ``betas``).
+      strategy: how teachers of one group are mapped (``free_jax.vectorize``).
+      scan_steps: run the k inner steps as ``lax.scan`` instead of unrolled Python (unrolled
+        measured faster on XLA:CPU, see ``free_jax.inversion.five``).
+      crop_padding: random-crop padding in pixels (0 disables cropping).
+      flip: random horizontal flips (turn off for glyphs/characters, whose mirror images are
+        other symbols).
+      fresh_steps, fresh_lr: per-teacher fresh-generator baseline (BiDf-MKD/TGR: 200 steps).
+      pixel_steps, pixel_lr, pixel_lambda_tv, pixel_lambda_l2, pixel_lambda_bn: PURER-style
+        pixel inversion (images are the parameters).
+    """
+
+    way: int = 5
+    images_per_class: int = 20
+    nz: int = 256
+    ngf: int = 64
+    k: int = 5
+    gen_lr: float = 1e-3
+    z_lr: float = 1e-3
+    betas: tuple[float, float] = (0.5, 0.999)
+    lambda_adv: float = 1.0
+    lambda_bn: float = 0.0
+    adv_through_meta_learner: bool = True
+    meta_update: Literal["fomaml", "reptile"] = "fomaml"
+    meta_lr: float = 1e-3
+    strategy: str = "auto"
+    scan_steps: bool = False
+    crop_padding: int = 4
+    flip: bool = True
+    fresh_steps: int = 200
+    fresh_lr: float = 1e-3
+    pixel_steps: int = 200
+    pixel_lr: float = 0.05
+    pixel_lambda_tv: float = 1.0
+    pixel_lambda_l2: float = 1e-3
+    pixel_lambda_bn: float = 0.01
+
+    def __post_init__(self):
+        if self.meta_update not in ("fomaml", "reptile"):
+            raise ValueError(f"meta_update must be 'fomaml' or 'reptile', got {self.meta_update!r}")
+        if self.k < 1:
+            raise ValueError(f"k must be >= 1, got {self.k}")
+
+    @property
+    def batch_size(self) -> int:
+        """B = N·P images per teacher."""
+        return self.way * self.images_per_class
