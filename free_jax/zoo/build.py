@@ -1,0 +1,198 @@
+"""Pre-train a zoo if it is absent, resume it if it was interrupted, load it otherwise.
+
+``build_or_load_zoo(path, config)`` is what binaries call. The zoo is built per
+(dataset, architecture) pair, in runs of ``config.save_every`` teachers, saving the zoo after
+each run; the seed of every teacher depends only on the seed, the pair and the teacher's index
+in its pair, so a resumed or extended zoo is identical to one built in one go.
+
+Resume order: load the zoo at ``path`` → check it matches the configuration → count the
+teachers each pair already has → pre-train the missing ones run by run, saving after each.
+"""
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+import zlib
+from typing import Callable
+
+import jax
+import ml_collections
+import numpy as np
+
+from free_jax import data as data_lib
+from free_jax.zoo.pretrain import pretrain_teachers
+from free_jax.zoo.store import Zoo
+
+# Fields that define the teachers: a stored zoo built with other values is a mismatch.
+_IDENTITY_FIELDS = ("datasets", "archs", "way", "epochs", "seed", "width", "batch_size",
+                    "data_options", "crop_padding", "flip", "learning_rate")
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Zoo configuration; every field is described in the comments."""
+    config = ml_collections.ConfigDict()
+    config.datasets = ("glyphs",)   # several: multi-domain zoo (global ids made disjoint)
+    config.archs = ("conv4",)       # several: multi-architecture zoo
+    config.num_teachers = 100       # in total, spread evenly over (dataset, arch) pairs
+    config.way = 5                  # classes per teacher
+    config.epochs = 60              # SPEC §3
+    config.seed = 0
+    config.width = 0                # 0: the architecture's default (64)
+    config.batch_size = 128
+    config.learning_rate = 0.0      # 0: the architecture's default (0.01)
+    config.crop_padding = 0         # random-crop augmentation padding (0: off)
+    config.flip = False             # horizontal flips (never for glyphs)
+    config.data_dir = ""            # "" : each loader's default
+    config.data_options = ml_collections.ConfigDict({"image_size": 32, "channels": 3})
+    config.strategy = "auto"        # vectorisation over teachers (free_jax.vectorize)
+    config.chunk_size = 0           # teachers per compiled program (0: backend default)
+    config.save_every = 20          # teachers pre-trained between two saves (resume points)
+    return config
+
+
+def _pairs(config) -> list[tuple[str, str, int]]:
+    """(dataset, arch, teachers wanted) for every pair, in config order."""
+    pairs = [(d, a) for d in config.datasets for a in config.archs]
+    base, extra = divmod(int(config.num_teachers), len(pairs))
+    return [(d, a, base + (i < extra)) for i, (d, a) in enumerate(pairs)]
+
+
+def _identity(config) -> dict:
+    values = {}
+    for field in _IDENTITY_FIELDS:
+        value = config.get(field)
+        if isinstance(value, ml_collections.ConfigDict):
+            value = value.to_dict()
+        values[field] = list(value) if isinstance(value, (tuple, list)) else value
+    return values
+
+
+def _data_options(config, dataset: str) -> dict:
+    options = dict(config.data_options.to_dict() if isinstance(config.data_options, ml_collections.ConfigDict)
+                   else config.data_options or {})
+    # Image size / channels are options of the generated glyph sets only.
+    return options if dataset.startswith("glyphs") else {}
+
+
+def load_train_splits(config) -> tuple[list, tuple[int, ...]]:
+    """Meta-train splits of the configured datasets and their global class offsets."""
+    splits = [data_lib.load_split(name, "train", config.data_dir or None, **_data_options(config, name))
+              for name in config.datasets]
+    return splits, data_lib.combine_domains(splits).class_offsets
+
+
+class ProgressLine:
+    """Prints ``teachers done/total | epoch | teachers/s | ETA`` on one updating line."""
+
+    def __init__(self, total: int, done: int = 0, stream=sys.stderr):
+        self.total, self.start_done, self.stream = total, done, stream
+        self.start = time.perf_counter()
+
+    def __call__(self, done_before: int, label: str, event: dict) -> None:
+        running = event["teachers_in_progress"] * event["epoch"] / event["epochs"]
+        finished = done_before + event["teachers_done"]
+        if event["epoch"] == event["epochs"]:
+            running = 0.0
+        effective = finished + running - self.start_done
+        elapsed = time.perf_counter() - self.start
+        rate = effective / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - self.start_done - effective) / rate if rate > 0 else float("nan")
+        accuracy = float(np.median(event["chunk_accuracy"]))
+        self.stream.write(f"\r[zoo] {finished}/{self.total} teachers | {label} epoch {event['epoch']}/"
+                          f"{event['epochs']} (median held-out {accuracy:.2f}) | {rate:.2f} teachers/s | "
+                          f"ETA {_clock(eta)}   ")
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.write("\n")
+
+
+def _clock(seconds: float) -> str:
+    if not np.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def build_or_load_zoo(path: str, config, *, progress: bool | Callable = True) -> Zoo:
+    """The zoo at ``path``: loaded if complete, resumed if partial, pre-trained if absent.
+
+    Args:
+      path: zoo directory.
+      config: fields of ``default_config()`` (a ConfigDict or dict).
+      progress: True for a progress line on stderr, False for none.
+
+    Raises:
+      ValueError: the zoo at ``path`` was built with another configuration (architectures,
+        image size, class count, datasets, epochs, seed...); the message names the field.
+    """
+    if isinstance(config, dict):
+        config = ml_collections.ConfigDict(config)
+    identity = _identity(config)
+    pairs = _pairs(config)
+    zoo = Zoo.empty({"build": identity, "complete": False})
+    if Zoo.exists(path):
+        zoo = Zoo.load(path)
+        zoo.check_compatible(way=config.way, path=path)
+        stored = zoo.metadata.get("build", {})
+        for field in _IDENTITY_FIELDS:
+            if stored.get(field) != identity[field]:
+                raise ValueError(f"the zoo at {path} was built with {field}={stored.get(field)!r}, the "
+                                 f"configuration says {identity[field]!r}; point the run at another zoo "
+                                 "directory, or delete this one so it is pre-trained again")
+        counts = {(d, a): sum(1 for s in zoo.specs if s.dataset == d and s.arch == a) for d, a, _ in pairs}
+        if all(counts[(d, a)] >= n for d, a, n in pairs):
+            return zoo
+    else:
+        counts = {(d, a): 0 for d, a, _ in pairs}
+
+    splits, offsets = load_train_splits(config)
+    for split in splits:
+        if zoo.specs:
+            stored_shapes = {tuple(s.image_shape) for s in zoo.specs if s.dataset == split.name}
+            if stored_shapes and stored_shapes != {split.image_shape}:
+                raise ValueError(f"the zoo at {path} has {split.name} teachers for images {sorted(stored_shapes)}, "
+                                 f"the data gives {split.image_shape}; point the run at another zoo "
+                                 "directory, or delete this one so it is pre-trained again")
+    total = sum(n for _, _, n in pairs)
+    line = ProgressLine(total, sum(min(counts[(d, a)], n) for d, a, n in pairs)) if progress is True else None
+    base_key = jax.random.key(int(config.seed))
+    for dataset, arch, wanted in pairs:
+        split = splits[list(config.datasets).index(dataset)]
+        offset = offsets[list(config.datasets).index(dataset)]
+        pair_key = jax.random.fold_in(base_key, zlib.crc32(f"{dataset}/{arch}".encode()) & 0x7FFFFFFF)
+        while counts[(dataset, arch)] < wanted:
+            first = counts[(dataset, arch)]
+            count = min(int(config.save_every), wanted - first)
+            done_before = sum(counts.values())
+            callback = None
+            if line is not None:
+                callback = lambda event, d=done_before, label=f"{arch}/{dataset}": line(d, label, event)
+            overrides = {"learning_rate": config.learning_rate} if config.learning_rate else {}
+            result = pretrain_teachers(
+                split, arch, count, config.way, config.epochs, pair_key, width=config.width or None,
+                batch_size=config.batch_size, class_offset=offset, strategy=config.strategy,
+                progress=callback, first_teacher=first, chunk_size=config.chunk_size or None,
+                crop_padding=config.crop_padding, flip=config.flip, **overrides)
+            zoo = zoo.extend([result])
+            counts[(dataset, arch)] += count
+            zoo.metadata["complete"] = all(counts[(d, a)] >= n for d, a, n in pairs)
+            zoo.save(path)
+    if line is not None:
+        line.close()
+    return zoo
+
+
+def summarize(zoo: Zoo) -> str:
+    """Held-out accuracy min / median / max per architecture and dataset (markdown table)."""
+    rows = ["| arch | dataset | teachers | held-out min | median | max |", "| --- | --- | --- | --- | --- | --- |"]
+    keys = dict.fromkeys((s.arch, s.dataset) for s in zoo.specs)
+    for arch, dataset in keys:
+        accuracy = [s.heldout_accuracy for s in zoo.specs if s.arch == arch and s.dataset == dataset]
+        rows.append(f"| {arch} | {dataset} | {len(accuracy)} | {min(accuracy):.3f} | "
+                    f"{statistics.median(accuracy):.3f} | {max(accuracy):.3f} |")
+    return "\n".join(rows)
+
+
+__all__ = ["ProgressLine", "build_or_load_zoo", "default_config", "load_train_splits", "summarize"]
