@@ -47,6 +47,15 @@ def test_font_check_rejects_missing_characters():
             assert all(glyph_render.font_has_char(f, glyph_class.char) for f in glyph_class.font_files)
 
 
+def test_wide_glyphs_are_not_clipped():
+    tamil_wide = next(c for c in glyphs.glyph_classes("val") if c.char == "ஔ")
+    for font_file in tamil_wide.font_files:
+        font = glyph_render._font_instance(font_file, 64, 0, False)
+        mask = glyph_render._raw_mask(font, tamil_wide.char, stroke=2)
+        border = np.concatenate([mask[0], mask[-1], mask[:, 0], mask[:, -1]])
+        assert mask.max() > 0 and not border.any(), font_file.name
+
+
 def test_load_split_shapes_labels_and_normalisation(shared_dir):
     for split in glyphs.SPLITS:
         data = load_split("glyphs", split, data_dir=shared_dir, **SMALL)

@@ -1,12 +1,14 @@
 """Renders one character as a small image, with font, geometry, stroke, colour and noise jitter.
 
 Fonts are the TTF/OTF files shipped inside installed ``fontpkg_*`` packages (their ``files/``
-folder); nothing is fetched. ``font_coverage`` keeps, per character, only the font files that
-really contain it (its rendering differs from the font's ``.notdef`` box), so no class is tofu.
+folder); nothing is fetched. ``font_has_char`` lets callers keep, per character, only the
+font files that really contain it (its rendering differs from the font's ``.notdef`` box), so
+no class is a "tofu" box.
 """
 from __future__ import annotations
 
 import functools
+import itertools
 import importlib.util
 from pathlib import Path
 
@@ -45,11 +47,15 @@ def _axis_name(name) -> str:
     return name.decode() if isinstance(name, bytes) else str(name)
 
 
-def _raw_mask(font: ImageFont.FreeTypeFont, char: str, stroke: int = 0) -> np.ndarray:
-    size = int(font.size * 2) + 4 * stroke
+def _raw_mask(font: ImageFont.FreeTypeFont, char: str, stroke: int = 0,
+              hollow: bool = False) -> np.ndarray:
+    """The character drawn white on black, centred on a canvas that does not clip it (3 em
+    wide: the widest classes, e.g. Tamil ஔ, are about 2 em). ``hollow``: only the outline
+    ring of width ``stroke`` (FreeType's stroker draws it, then the glyph body is cleared)."""
+    size = 3 * int(font.size) + 4 * stroke
     canvas = Image.new("L", (size, size), 0)
-    ImageDraw.Draw(canvas).text((size // 2, size // 2), char, font=font, fill=255, anchor="mm",
-                                stroke_width=stroke, stroke_fill=255)
+    ImageDraw.Draw(canvas).text((size // 2, size // 2), char, font=font, fill=0 if hollow else 255,
+                                anchor="mm", stroke_width=stroke, stroke_fill=255)
     return np.asarray(canvas)
 
 
@@ -71,35 +77,24 @@ def font_has_char(font_file: Path, char: str) -> bool:
     return bool(mask.max() > 0) and mask.tobytes() != _notdef_mask(font_file)
 
 
-def _axis_values(font_file: Path, outline: bool) -> list[list[float]]:
-    """A fixed grid of variation instances: 3 weights x 2 widths, or 5 weights, or ()."""
-    weights, widths, others = None, None, []
-    for lo, hi, name in variation_axes(font_file):
+@functools.lru_cache(maxsize=None)
+def _instance_grid(font_file: Path, outline: bool) -> tuple[tuple[float, ...], ...]:
+    """Fixed variation instances of a variable font (() for a static one): 3 weights x 2
+    widths when it has a width axis, else 5 weights; other axes at their midpoint."""
+    axes = variation_axes(font_file)
+    has_width = any(name.lower().startswith("width") for _, _, name in axes)
+    choices = []
+    for lo, hi, name in axes:
         if name.lower().startswith("weight"):
             # Hairline weights vanish at 28-32 px; hollow strokes need some body.
             lo, hi = max(lo, 500.0 if outline else 250.0), min(hi, 850.0)
-            weights = (name, np.linspace(lo, max(lo, hi), 3 if _has_width(font_file) else 5))
+            choices.append(tuple(float(w) for w in np.linspace(lo, max(lo, hi),
+                                                              3 if has_width else 5)))
         elif name.lower().startswith("width"):
-            widths = (name, (max(lo, 75.0), hi))
+            choices.append((max(lo, 75.0), hi))
         else:
-            others.append((name, (lo + hi) / 2))
-    grid = []
-    for w in (weights[1] if weights else [None]):
-        for wd in (widths[1] if widths else [None]):
-            values = []
-            for lo, hi, name in variation_axes(font_file):
-                if weights and name == weights[0]:
-                    values.append(float(w))
-                elif widths and name == widths[0]:
-                    values.append(float(wd))
-                else:
-                    values.append(dict(others).get(name, lo))
-            grid.append(values)
-    return grid if variation_axes(font_file) else []
-
-
-def _has_width(font_file: Path) -> bool:
-    return any(name.lower().startswith("width") for _, _, name in variation_axes(font_file))
+            choices.append(((lo + hi) / 2,))
+    return tuple(itertools.product(*choices)) if axes else ()
 
 
 @functools.lru_cache(maxsize=512)
@@ -107,14 +102,14 @@ def _font_instance(font_file: Path, size: int, index: int, outline: bool):
     """One fixed variation instance of a variable font, kept: FreeType's first rendering after
     a variation change costs ~40 ms, later ones ~0.2 ms, so instances are never re-varied."""
     font = ImageFont.truetype(str(font_file), size, layout_engine=ImageFont.Layout.BASIC)
-    grid = _axis_values(font_file, outline)
+    grid = _instance_grid(font_file, outline)
     if grid:
-        font.set_variation_by_axes(grid[index])
+        font.set_variation_by_axes(list(grid[index]))
     return font
 
 
 def _random_font(rng: np.random.Generator, font_file: Path, size: int, outline: bool):
-    count = max(1, len(_axis_values(font_file, outline)))
+    count = max(1, len(_instance_grid(font_file, outline)))
     return _font_instance(font_file, size, int(rng.integers(count)), outline)
 
 
@@ -127,8 +122,10 @@ def glyph_mask(rng: np.random.Generator, char: str, font_file: Path, image_size:
     """
     hi_res = 2 * image_size  # Render at 2x, then box-filter down: clean anti-aliasing.
     font = _random_font(rng, font_file, int(2 * image_size), outline)
-    stroke = int(rng.choice([0, 0, 0, 1, 1, 2]))
-    mask = Image.fromarray(_raw_mask(font, char, stroke))
+    if outline:  # A ring of 2-4 px (at 2x) around each stroke: hollow at the final size.
+        mask = Image.fromarray(_raw_mask(font, char, int(rng.integers(2, 5)), hollow=True))
+    else:
+        mask = Image.fromarray(_raw_mask(font, char, int(rng.choice([0, 0, 0, 1, 1, 2]))))
     if rng.random() < 0.15 and not outline:  # Occasionally thinner strokes than the font's.
         thinner = mask.filter(ImageFilter.MinFilter(3))
         if np.asarray(thinner).sum() > 0.4 * np.asarray(mask).sum():
@@ -147,11 +144,6 @@ def glyph_mask(rng: np.random.Generator, char: str, font_file: Path, image_size:
     x = int(rng.integers(0, hi_res - new_w + 1))
     y = int(rng.integers(0, hi_res - new_h + 1))
     canvas.paste(glyph, (x, y))
-    if outline:
-        outer = canvas.filter(ImageFilter.MaxFilter(5))
-        inner = canvas.filter(ImageFilter.MinFilter(3))
-        canvas = Image.fromarray(np.clip(np.asarray(outer, np.int16) - np.asarray(inner, np.int16),
-                                         0, 255).astype(np.uint8))
     if rng.random() < 0.3:
         canvas = canvas.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.0))))
     small = canvas.resize((image_size, image_size), Image.BOX)
@@ -175,9 +167,14 @@ def _contrasting_colours(rng: np.random.Generator, channels: int, min_contrast: 
             return fg[ok[0]], bg[ok[0]]
 
 
+@functools.lru_cache(maxsize=8)
+def _unit_grid(image_size: int) -> np.ndarray:
+    return np.mgrid[0:image_size, 0:image_size].astype(np.float32) / image_size
+
+
 def _texture(rng: np.random.Generator, image_size: int, channels: int, fg: np.ndarray):
     """A random background texture (stripes, checks or blobs) in two colours far from ``fg``."""
-    yy, xx = np.mgrid[0:image_size, 0:image_size].astype(np.float32) / image_size
+    yy, xx = _unit_grid(image_size)
     kind = rng.integers(3)
     if kind == 0:  # Stripes of random orientation and frequency.
         angle, freq = rng.uniform(0, np.pi), rng.uniform(2, 6)
@@ -188,9 +185,8 @@ def _texture(rng: np.random.Generator, image_size: int, channels: int, fg: np.nd
     else:  # Smooth blobs: bilinear upsampling of a coarse random grid.
         coarse = Image.fromarray((rng.uniform(0, 1, (4, 4)) * 255).astype(np.uint8))
         t = np.asarray(coarse.resize((image_size, image_size), Image.BICUBIC), np.float32) / 255
-    lum_fg = float(_luminance(fg))
     # Background colours sit on the far side of the foreground's luminance.
-    lo, hi = (0.45, 1.0) if lum_fg < 0.5 else (0.0, 0.55)
+    lo, hi = (0.5, 1.0) if float(_luminance(fg)) < 0.5 else (0.0, 0.5)
     c1, c2 = rng.uniform(lo, hi, channels), rng.uniform(lo, hi, channels)
     return c1 + (c2 - c1) * t[..., None]
 
@@ -204,8 +200,8 @@ def render_glyph(rng: np.random.Generator, char: str, font_file: Path, image_siz
     """
     outline = style == "outline"
     mask = glyph_mask(rng, char, font_file, image_size, outline=outline)[..., None]
-    if outline:
-        fg = rng.uniform(0, 1, channels)
+    if outline:  # A dark or a light foreground (channels in [0, .35] or [.65, 1]).
+        fg = rng.uniform(0.0, 0.35, channels) + (0.65 if rng.random() < 0.5 else 0.0)
         background = _texture(rng, image_size, channels, fg)
     else:
         fg, bg = _contrasting_colours(rng, channels)

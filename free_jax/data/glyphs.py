@@ -26,7 +26,7 @@ from PIL import Image
 from free_jax.data import cache, glyph_alphabets, glyph_render
 from free_jax.data.base import SplitData
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # Bump whenever rendering changes: it keys the cache.
 SPLITS = ("train", "val", "test")
 STYLES = ("solid", "outline")
 DEFAULT_RENDERINGS = 60
