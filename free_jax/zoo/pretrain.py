@@ -231,7 +231,7 @@ def pretrain_teachers(split: SplitData, arch: str, num_teachers: int, way: int, 
                       key: jax.Array, *, width: int | None = None, batch_size: int = 128,
                       class_offset: int = 0, strategy: str = "auto", progress: Callable | None = None,
                       first_teacher: int = 0, chunk_size: int | None = None, crop_padding: int = 0,
-                      flip: bool = False, unroll_steps: bool = False,
+                      flip: bool = False, unroll_steps: bool | None = None,
                       **optimizer_overrides) -> tuple[TeacherGroup, list[TeacherSpec]]:
     """Pre-trains ``num_teachers`` teachers of ``arch`` on random ``way``-class tasks of ``split``.
 
@@ -255,7 +255,8 @@ def pretrain_teachers(split: SplitData, arch: str, num_teachers: int, way: int, 
       first_teacher: run index of the first teacher (resume / extend).
       chunk_size: teachers per compiled program (default per backend, see ``resolve_chunk``).
       crop_padding, flip: per-sample augmentation (off by default; never flip glyphs).
-      unroll_steps: unroll the scan over an epoch's steps (bigger program, faster on CPU).
+      unroll_steps: unroll the scan over an epoch's steps (bigger program, ~6× faster on CPU);
+        default: unrolled on CPU when an epoch has at most 8 steps.
       **optimizer_overrides: fields of ``OptimizerConfig`` (learning_rate, momentum, ...).
 
     Returns:
@@ -276,6 +277,8 @@ def pretrain_teachers(split: SplitData, arch: str, num_teachers: int, way: int, 
     plans = _plan_teachers(np.asarray(split.labels), split.num_classes, way, seeds)
     batch = min(batch_size, plans.train_index.shape[1])
     steps = -(-plans.train_index.shape[1] // batch)
+    if unroll_steps is None:
+        unroll_steps = jax.default_backend() == "cpu" and steps <= 8
     epoch_fn, opt_init = _epoch_program(module, optimizer, batch, steps, strategy, crop_padding,
                                         bool(flip), bool(unroll_steps))
     init_fn = _init_program(module, split.image_shape)
