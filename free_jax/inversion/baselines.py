@@ -1,0 +1,200 @@
+"""The baselines' inversions (SPEC §5), on FIVE's loss and augmentation code.
+
+* Fresh per-teacher generator (BiDf-MKD/TGR): a newly initialised generator and latent codes
+  per teacher, trained ``steps`` (default 200) Adam steps on
+  L(φ, z) = CE(f_t(v_t(G_φ(z))), y) + λ_bn · L_bn — the slow recovery FIVE replaces. The same
+  single-step function (``generator_inversion_step``) adapts a meta-generator, so speed
+  comparisons differ only in the starting point.
+* PURER-style pixel inversion: the images themselves are the parameters, in the teacher's
+  normalised space, x ~ N(0, I) at the start, Adam (``pixel_lr``) on
+  L(x) = CE(f_t(aug(x)), y) + λ_tv · TV(x) + λ_bn · L_bn + λ_l2 · mean(x²),
+  each step followed by clipping x to the normalised image of [0, 1] (DeepInversion).
+
+Both run the teachers of one group through ``free_jax.vectorize.map_leading`` and a
+``lax.scan`` over steps (hundreds of steps: unrolling would make huge programs), recording the
+teacher's accuracy on the clean images at every step.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from free_jax import models
+from free_jax.inversion import augment, losses
+from free_jax.inversion.config import InversionConfig
+from free_jax.inversion.five import (_inner_optimizers, generate, init_generator, inversion_loss,
+                                     relative_targets)
+from free_jax.meta.learner import MetaLearner
+from free_jax.vectorize import map_leading
+from free_jax.zoo.group import TeacherGroup
+
+
+@struct.dataclass
+class GeneratorInversionState:
+    """One teacher's generator inversion in progress: (φ, z) and their inner Adam states."""
+
+    gen_params: Any
+    z: jnp.ndarray
+    gen_opt_state: Any
+    z_opt_state: Any
+
+
+@struct.dataclass
+class BaselineResult:
+    """Images recovered for the T teachers of one group by a baseline.
+
+    Attributes:
+      images: (T, B, H, W, C) in [0, 1]. labels: (T, B) global class ids.
+      accuracy_history: (T, steps + 1): teacher accuracy on the clean images after 0..steps steps.
+      final: the final per-teacher state (generator baseline) or pixel parameters.
+    """
+
+    images: jnp.ndarray
+    labels: jnp.ndarray
+    accuracy_history: jnp.ndarray
+    final: Any
+
+
+def init_generator_inversion(gen_params, z: jnp.ndarray, config: InversionConfig,
+                             lr: float | None = None) -> GeneratorInversionState:
+    """Starts an inversion from generator ``gen_params`` (fresh or meta-learned) and codes z (B, nz)."""
+    gen_opt, z_opt = _inner_optimizers(config, lr)
+    return GeneratorInversionState(gen_params, z, gen_opt.init(gen_params), z_opt.init(z))
+
+
+def generator_inversion_step(state: GeneratorInversionState, key: jax.Array, teacher_variables,
+                             teacher_mean, teacher_std, *, module, image_shape,
+                             config: InversionConfig, meta_learner: MetaLearner | None = None,
+                             lr: float | None = None):
+    """One Adam step on (φ, z) for L_inv (see ``five.inversion_loss``); FIVE's inner step.
+
+    Returns:
+      (new state, parts) with the loss parts at the state *before* the step.
+    """
+    targets = relative_targets(config)
+    grad_fn = jax.value_and_grad(
+        lambda phi, codes: inversion_loss(phi, codes, key, teacher_variables, teacher_mean,
+                                          teacher_std, targets, module=module,
+                                          image_shape=image_shape, config=config,
+                                          meta_learner=meta_learner),
+        argnums=(0, 1), has_aux=True)
+    (_, (parts, _)), (grad_phi, grad_z) = grad_fn(state.gen_params, state.z)
+    gen_opt, z_opt = _inner_optimizers(config, lr)
+    updates, gen_opt_state = gen_opt.update(grad_phi, state.gen_opt_state, state.gen_params)
+    z_updates, z_opt_state = z_opt.update(grad_z, state.z_opt_state, state.z)
+    return GeneratorInversionState(optax.apply_updates(state.gen_params, updates),
+                                   optax.apply_updates(state.z, z_updates),
+                                   gen_opt_state, z_opt_state), parts
+
+
+def teacher_accuracy(images01, teacher_variables, teacher_mean, teacher_std, targets, *, module,
+                     image_shape):
+    """(accuracy, confidence (B,)) of one teacher on clean images in [0, 1] (running BN)."""
+    view = (augment.resize_to(images01, image_shape) - teacher_mean) / teacher_std
+    probs = jax.nn.softmax(models.apply(module, teacher_variables, view, "running"))
+    correct = (jnp.argmax(probs, -1) == targets).astype(jnp.float32)
+    return jnp.mean(correct), jnp.take_along_axis(probs, targets[:, None], -1)[:, 0]
+
+
+def invert_fresh_generator(key: jax.Array, teacher: TeacherGroup, config: InversionConfig,
+                           steps: int | None = None, image_shape=None,
+                           lr: float | None = None) -> BaselineResult:
+    """BiDf-MKD/TGR recovery: a fresh generator and z per teacher, ``steps`` Adam steps each.
+
+    Loss CE + λ_bn·L_bn (no adversarial term), same augmentation as FIVE.
+
+    Args:
+      key: teacher t uses ``split(key, T)[t]`` (generator init, z, augmentation draws).
+      teacher: a group of T ≥ 1 teachers. steps: default ``config.fresh_steps`` (200).
+      image_shape: generator resolution (default the teachers' input shape).
+      lr: generator learning rate (default ``config.fresh_lr``); z uses ``config.z_lr``.
+    """
+    steps = config.fresh_steps if steps is None else steps
+    lr = config.fresh_lr if lr is None else lr
+    image_shape = tuple(teacher.image_shape if image_shape is None else image_shape)
+    group_shape = tuple(teacher.image_shape)
+    targets = relative_targets(config)
+
+    def one(variables, mean, std, teacher_key):
+        init_key, z_key, loop_key = jax.random.split(teacher_key, 3)
+        gen_params, _ = init_generator(init_key, config, image_shape)
+        z = jax.random.normal(z_key, (config.batch_size, config.nz), jnp.float32)
+        state = init_generator_inversion(gen_params, z, config, lr)
+
+        def body(state, index):
+            new_state, _ = generator_inversion_step(
+                state, jax.random.fold_in(loop_key, index), variables, mean, std,
+                module=teacher.module, image_shape=group_shape, config=config, lr=lr)
+            images = generate(state.gen_params, state.z, config)
+            acc, _ = teacher_accuracy(images, variables, mean, std, targets,
+                                      module=teacher.module, image_shape=group_shape)
+            return new_state, acc
+
+        state, history = jax.lax.scan(body, state, jnp.arange(steps))
+        images = generate(state.gen_params, state.z, config)
+        final_acc, _ = teacher_accuracy(images, variables, mean, std, targets,
+                                        module=teacher.module, image_shape=group_shape)
+        return images, jnp.append(history, final_acc), state
+
+    images, history, final = map_leading(one, teacher.variables, teacher.mean, teacher.std,
+                                         jax.random.split(key, teacher.size), strategy=config.strategy)
+    return BaselineResult(images=images, labels=teacher.class_ids[:, targets],
+                          accuracy_history=history, final=final)
+
+
+def pixel_inversion_loss(pixels, key, teacher_variables, targets, *, module,
+                         config: InversionConfig):
+    """PURER/DeepInversion loss on normalised pixels x (B, H, W, C) (formula in module docstring).
+
+    Returns:
+      (loss, parts) with parts = {loss, ce, tv, bn, l2}.
+    """
+    view = augment.random_crop_flip(key, pixels, config.crop_padding, config.flip)
+    logits, bn_stats = models.apply_with_bn_inputs(module, teacher_variables, view, "running")
+    ce = losses.cross_entropy(logits, targets)
+    tv, l2, bn = losses.total_variation(pixels), losses.l2_prior(pixels), losses.bn_statistics_loss(bn_stats)
+    loss = ce + config.pixel_lambda_tv * tv + config.pixel_lambda_bn * bn + config.pixel_lambda_l2 * l2
+    return loss, {"loss": loss, "ce": ce, "tv": tv, "bn": bn, "l2": l2}
+
+
+def invert_pixels(key: jax.Array, teacher: TeacherGroup, config: InversionConfig,
+                  steps: int | None = None) -> BaselineResult:
+    """PURER-style pixel inversion for the T teachers of a group, ``steps`` Adam steps each.
+
+    Images come out at each teacher's own input size, in [0, 1].
+    """
+    steps = config.pixel_steps if steps is None else steps
+    targets = relative_targets(config)
+    shape = tuple(teacher.image_shape)
+    optimizer = optax.adam(config.pixel_lr, b1=config.betas[0], b2=config.betas[1])
+
+    def one(variables, mean, std, teacher_key):
+        init_key, loop_key = jax.random.split(teacher_key)
+        low, high = (0.0 - mean) / std, (1.0 - mean) / std
+        pixels = jax.random.normal(init_key, (config.batch_size, *shape), jnp.float32)
+        pixels = jnp.clip(pixels, low, high)
+        grad_fn = jax.grad(lambda x, k: pixel_inversion_loss(
+            x, k, variables, targets, module=teacher.module, config=config)[0])
+
+        def body(carry, index):
+            pixels, opt_state = carry
+            acc, _ = teacher_accuracy(pixels * std + mean, variables, mean, std, targets,
+                                      module=teacher.module, image_shape=shape)
+            updates, opt_state = optimizer.update(grad_fn(pixels, jax.random.fold_in(loop_key, index)),
+                                                  opt_state, pixels)
+            return (jnp.clip(optax.apply_updates(pixels, updates), low, high), opt_state), acc
+
+        (pixels, _), history = jax.lax.scan(body, (pixels, optimizer.init(pixels)), jnp.arange(steps))
+        images = jnp.clip(pixels * std + mean, 0.0, 1.0)
+        final_acc, _ = teacher_accuracy(images, variables, mean, std, targets,
+                                        module=teacher.module, image_shape=shape)
+        return images, jnp.append(history, final_acc), pixels
+
+    images, history, final = map_leading(one, teacher.variables, teacher.mean, teacher.std,
+                                         jax.random.split(key, teacher.size), strategy=config.strategy)
+    return BaselineResult(images=images, labels=teacher.class_ids[:, targets],
+                          accuracy_history=history, final=final)
