@@ -215,15 +215,21 @@ def _epoch_program(module, optimizer: OptimizerConfig, batch_size: int, steps: i
 
 @functools.lru_cache(maxsize=32)
 def _init_program(module, image_shape: tuple[int, int, int]):
-    """Jitted ``init(keys (T,)) -> stacked variables``."""
-    return jax.jit(jax.vmap(lambda k: init_variables(module, k, image_shape)))
+    """``init(keys (T,)) -> stacked variables``: one jitted single-teacher init, called per key.
+
+    Compiled once per architecture and image shape whatever the chunk size (threefry-heavy
+    initialisers compile slowly on CPU); values equal a vmapped init.
+    """
+    init_one = jax.jit(lambda k: init_variables(module, k, image_shape))
+    return lambda keys: jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves),
+                                               *[init_one(k) for k in keys])
 
 
 def resolve_chunk(strategy: str, num_teachers: int, chunk_size: int | None) -> tuple[str, int]:
     """Concrete strategy and teachers per compiled chunk (see the module docstring)."""
     strategy = vectorize.resolve(strategy)
     if chunk_size is None:  # an explicit chunk size is kept (padding), so programs are reused
-        chunk_size = min(num_teachers, 128 if strategy == "vmap" and jax.default_backend() != "cpu" else 10)
+        chunk_size = min(num_teachers, 128 if strategy == "vmap" and jax.default_backend() != "cpu" else 4)
     return strategy, max(1, chunk_size)
 
 
