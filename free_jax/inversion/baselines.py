@@ -142,7 +142,7 @@ def invert_fresh_generator(key: jax.Array, teacher: TeacherGroup, config: Invers
 
     images, history, final = map_leading(one, teacher.variables, teacher.mean, teacher.std,
                                          jax.random.split(key, teacher.size), strategy=config.strategy)
-    return BaselineResult(images=images, labels=teacher.class_ids[:, targets],
+    return BaselineResult(images=images, labels=jnp.asarray(teacher.class_ids)[:, targets],
                           accuracy_history=history, final=final)
 
 
@@ -196,5 +196,5 @@ def invert_pixels(key: jax.Array, teacher: TeacherGroup, config: InversionConfig
 
     images, history, final = map_leading(one, teacher.variables, teacher.mean, teacher.std,
                                          jax.random.split(key, teacher.size), strategy=config.strategy)
-    return BaselineResult(images=images, labels=teacher.class_ids[:, targets],
+    return BaselineResult(images=images, labels=jnp.asarray(teacher.class_ids)[:, targets],
                           accuracy_history=history, final=final)

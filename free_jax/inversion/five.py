@@ -293,7 +293,7 @@ def invert(gen_params, groups: Sequence[TeacherGroup], meta_learner: MetaLearner
         z = jax.random.normal(z_key, (group.size, config.batch_size, config.nz), jnp.float32)
         results.append(adapt_generator(gen_params, group, z, targets, aug_key, config,
                                        meta_learner if use_adv else None))
-        labels.append(group.class_ids[:, targets].astype(jnp.int32))        # (T, B)
+        labels.append(jnp.asarray(group.class_ids)[:, targets].astype(jnp.int32))        # (T, B)
     meta_grad = jax.tree_util.tree_map(lambda *leaves: sum(leaves), *[r.meta_grad for r in results])
     total = sum(group.size for group in groups)
     metrics = {name: sum(r.metrics[name] * group.size for r, group in zip(results, groups)) / total
