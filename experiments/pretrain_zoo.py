@@ -10,7 +10,7 @@ Defaults follow SPEC §3 (5-way, 60 epochs, batch 128, Conv4 width 64).
 """
 import time
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from free_jax.zoo import build, pretrain
 
@@ -37,6 +37,7 @@ _SAVE_EVERY = flags.DEFINE_integer("save_every", 20, "Teachers trained between t
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # keep Orbax's info lines out of the progress line
     config = build.default_config()
     config.update(datasets=tuple(_DATASET.value), archs=tuple(_ARCHS.value), num_teachers=_NUM.value,
                   way=_WAY.value, epochs=_EPOCHS.value, seed=_SEED.value, width=_WIDTH.value,
