@@ -4,10 +4,17 @@ Per-task weights (teachers, adapted fast weights, per-teacher generators) make `
 turn convolutions into grouped convolutions, which XLA:CPU runs ~10× slower than a Python loop
 unrolled inside jit; ``lax.map`` (a scan) gives convolutions non-default layouts, ~4× slower
 on CPU (../shared/MEASUREMENTS.md). GPUs normally favour vmap. "auto" picks per backend; every
-strategy computes the same values, so tests can compare them.
+strategy is meant to compute the same values, and tests compare them.
+
+Known problem: on XLA:CPU (jaxlib 0.10.2) a *jitted* ``vmap`` over tasks of SGD adaptation of
+the Conv4 meta-learner (parameters passed as jit arguments) returns wrong values (query logits
+off by ~0.5), while eager vmap, the jitted loop and jitted ``lax.map`` agree to 1e-6
+(tests/test_maml.py keeps a strict xfail that turns red once it is fixed). "auto" never picks
+vmap on CPU; forcing it there logs a warning. Check vmap against "loop" on each new backend.
 """
 from __future__ import annotations
 
+import logging
 from typing import Callable, Literal
 
 import jax
@@ -22,6 +29,9 @@ def resolve(strategy: Strategy) -> str:
         raise ValueError(f"unknown vectorisation strategy {strategy!r}; choose one of {STRATEGIES}")
     if strategy == "auto":
         return "loop" if jax.default_backend() == "cpu" else "vmap"
+    if strategy == "vmap" and jax.default_backend() == "cpu":
+        logging.warning("vmap over per-task weights is slow and was seen to miscompile on XLA:CPU; "
+                        "prefer strategy='loop' (see free_jax/vectorize.py)")
     return strategy
 
 

@@ -21,6 +21,8 @@ class Conv4(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, bn_mode: BNMode = "batch") -> jnp.ndarray:
+        if min(x.shape[1:3]) < 16:
+            raise ValueError(f"Conv4 needs images of at least 16×16 (four 2× poolings), got {x.shape[1:3]}")
         for _ in range(4):
             x = nn.Conv(self.width, (3, 3), padding="SAME")(x)
             x = BatchNorm()(x, bn_mode)

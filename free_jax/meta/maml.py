@@ -1,0 +1,113 @@
+"""MAML: SGD adaptation on a support set and the meta-gradient of the query loss through it.
+
+For one task with support (x_s, y_s) and query (x_q, y_q), ``steps`` = S SGD steps at lr α:
+
+    θ_0 = θ,   θ_{s+1} = θ_s − α ∇_θ CE(f(θ_s, x_s), y_s),   L_task(θ) = CE(f(θ_S, x_q), y_q)
+
+The meta-gradient ∇_θ L_task differentiates through the inner updates (second order, the
+default: it contains the Hessian-vector products ∏_s (I − α H_s)). The first-order option
+(FOMAML) treats each inner gradient as a constant, so ∇_θ L_task ≈ ∇_{θ_S} L_task. A meta-batch
+sums L_task over its tasks (SPEC §2.3).
+
+All loops run inside jit. The inner loop is unrolled Python by default: on XLA:CPU a
+``lax.scan`` of conv steps measured ~4× slower (../shared/MEASUREMENTS.md and BENCHMARKS.md);
+``inner_loop="scan"`` keeps compile time flat for long loops. Tasks of a meta-batch are mapped
+with ``free_jax.vectorize.map_leading`` (Python loop on CPU, vmap on accelerators).
+"""
+from __future__ import annotations
+
+from typing import Callable, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from free_jax import vectorize
+
+LogitsFn = Callable[[object, jnp.ndarray], jnp.ndarray]  # (params, images01) -> logits
+InnerLoop = Literal["unroll", "scan"]
+
+
+class Task(NamedTuple):
+    """One N-way K-shot task (or a stack of them with a leading task axis).
+
+    support_x: (N·K, H, W, C) float in [0, 1]; support_y: (N·K,) int in 0..N−1;
+    query_x: (N·Q, H, W, C); query_y: (N·Q,).
+    """
+
+    support_x: jnp.ndarray
+    support_y: jnp.ndarray
+    query_x: jnp.ndarray
+    query_y: jnp.ndarray
+
+
+def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
+    """Mean softmax cross-entropy ``−1/B Σ_b log softmax(logits_b)[y_b]``."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def accuracy(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
+    """Fraction of rows whose arg-max equals the label."""
+    return jnp.mean(jnp.argmax(logits, -1) == labels)
+
+
+def adapt(logits_fn: LogitsFn, params, support_x, support_y, steps: int, lr: float,
+          first_order: bool = False, inner_loop: InnerLoop = "unroll"):
+    """``steps`` SGD steps ``θ ← θ − lr ∇ CE(f(θ, x_s), y_s)`` from ``params``; returns θ_S.
+
+    Args:
+      logits_fn: pure ``f(params, images01) -> logits``.
+      first_order: stop gradients through the inner gradients (FOMAML).
+      inner_loop: "unroll" (Python loop, fastest on CPU) or "scan" (``lax.scan``).
+    """
+
+    def sgd_step(current, _=None):
+        grads = jax.grad(lambda p: cross_entropy(logits_fn(p, support_x), support_y))(current)
+        if first_order:
+            grads = jax.lax.stop_gradient(grads)
+        return jax.tree_util.tree_map(lambda p, g: p - lr * g, current, grads), None
+
+    if inner_loop == "scan":
+        params, _ = jax.lax.scan(sgd_step, params, None, length=steps)
+        return params
+    if inner_loop != "unroll":
+        raise ValueError(f"inner_loop must be 'unroll' or 'scan', got {inner_loop!r}")
+    for _ in range(steps):
+        params, _ = sgd_step(params)
+    return params
+
+
+def task_loss(logits_fn: LogitsFn, params, task: Task, steps: int, lr: float,
+              first_order: bool = False, inner_loop: InnerLoop = "unroll"):
+    """Query loss at the adapted weights, L_task(θ) above, and the query accuracy (aux)."""
+    adapted = adapt(logits_fn, params, task.support_x, task.support_y, steps, lr, first_order, inner_loop)
+    logits = logits_fn(adapted, task.query_x)
+    return cross_entropy(logits, task.query_y), accuracy(logits, task.query_y)
+
+
+def meta_batch_loss(logits_fn: LogitsFn, params, tasks: Task, steps: int, lr: float,
+                    first_order: bool = False, inner_loop: InnerLoop = "unroll",
+                    strategy: vectorize.Strategy = "auto"):
+    """Σ_tasks L_task(θ) over stacked ``tasks`` (leading task axis); aux: per-task accuracies."""
+    losses, accuracies = vectorize.map_leading(
+        lambda task: task_loss(logits_fn, params, task, steps, lr, first_order, inner_loop),
+        tasks, strategy=strategy)
+    return jnp.sum(losses), (losses, accuracies)
+
+
+def meta_gradient(logits_fn: LogitsFn, params, tasks: Task, steps: int, lr: float,
+                  first_order: bool = False, inner_loop: InnerLoop = "unroll",
+                  strategy: vectorize.Strategy = "auto"):
+    """∇_θ Σ_tasks L_task(θ) and metrics {"loss": mean query loss, "accuracy": mean query accuracy}."""
+    (_, (losses, accuracies)), grads = jax.value_and_grad(meta_batch_loss, argnums=1, has_aux=True)(
+        logits_fn, params, tasks, steps, lr, first_order, inner_loop, strategy)
+    return grads, {"loss": jnp.mean(losses), "accuracy": jnp.mean(accuracies)}
+
+
+def adapted_query_accuracy(logits_fn: LogitsFn, params, tasks: Task, steps: int, lr: float,
+                           inner_loop: InnerLoop = "unroll", strategy: vectorize.Strategy = "auto"):
+    """Per-task query accuracy after adapting from ``params`` (evaluation: no outer gradient)."""
+    _, accuracies = vectorize.map_leading(
+        lambda task: task_loss(logits_fn, params, task, steps, lr, True, inner_loop),
+        tasks, strategy=strategy)
+    return accuracies

@@ -1,0 +1,106 @@
+"""MAML core: finite-difference meta-gradients, adaptation, vectorisation and sharding."""
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from free_jax import models, sharding
+from free_jax.meta import maml
+from free_jax.meta.learner import create_meta_learner
+
+
+def tiny_learner(key=0, size=16, channels=1, width=4, way=3):
+    return create_meta_learner(jax.random.key(key), "conv4", way, (size, size, channels),
+                               mean=[0.5] * channels, std=[0.25] * channels, width=width)
+
+
+def random_tasks(key, num_tasks, way=3, shot=2, query=3, size=16, channels=1):
+    keys = jax.random.split(jax.random.key(key), 4)
+    prototypes = jax.random.uniform(keys[0], (num_tasks, way, size, size, channels))
+    def images(k, per_class):
+        noise = 0.1 * jax.random.normal(k, (num_tasks, way, per_class, size, size, channels))
+        return jnp.clip(prototypes[:, :, None] + noise, 0, 1).reshape(num_tasks, way * per_class, size, size, channels)
+    labels = lambda per_class: jnp.broadcast_to(jnp.repeat(jnp.arange(way), per_class), (num_tasks, way * per_class))
+    return maml.Task(images(keys[1], shot), labels(shot), images(keys[2], query), labels(query))
+
+
+def test_second_order_gradient_matches_finite_differences_and_differs_from_first_order():
+    with jax.enable_x64(True):
+        learner = tiny_learner()
+        params = jax.tree_util.tree_map(lambda p: p.astype(jnp.float64), learner.params)
+        learner = learner.replace(variables={**learner.variables, "params": params},
+                                  mean=learner.mean.astype(jnp.float64), std=learner.std.astype(jnp.float64))
+        task = jax.tree_util.tree_map(lambda a: a[0].astype(a.dtype if a.dtype.kind == "i" else jnp.float64),
+                                      random_tasks(0, 1))
+        logits_fn = learner.logits_fn()
+        loss = lambda p, first_order=False: maml.task_loss(logits_fn, p, task, steps=2, lr=0.5,
+                                                            first_order=first_order)[0]
+        second = jax.grad(loss)(params)
+        first = jax.grad(functools.partial(loss, first_order=True))(params)
+        leaves, treedef = jax.tree_util.tree_flatten(params)
+        keys = jax.random.split(jax.random.key(3), len(leaves))
+        direction = treedef.unflatten([jax.random.normal(k, l.shape, jnp.float64) for k, l in zip(keys, leaves)])
+        eps = 1e-5
+        shifted = lambda s: jax.tree_util.tree_map(lambda p, d: p + s * eps * d, params, direction)
+        finite_difference = (loss(shifted(1.0)) - loss(shifted(-1.0))) / (2 * eps)
+        dot = lambda g: sum(jnp.vdot(a, b) for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(direction)))
+        np.testing.assert_allclose(dot(second), finite_difference, rtol=1e-6)
+        assert abs(float(dot(first) - finite_difference)) > 1e-3 * abs(float(finite_difference))
+
+
+def test_adaptation_lowers_support_loss():
+    learner = tiny_learner()
+    task = jax.tree_util.tree_map(lambda a: a[0], random_tasks(1, 1))
+    logits_fn = learner.logits_fn()
+    before = maml.cross_entropy(logits_fn(learner.params, task.support_x), task.support_y)
+    adapted = maml.adapt(logits_fn, learner.params, task.support_x, task.support_y, steps=5, lr=0.1)
+    after = maml.cross_entropy(logits_fn(adapted, task.support_x), task.support_y)
+    assert float(after) < 0.5 * float(before)
+
+
+def test_scan_inner_loop_equals_unrolled():
+    learner = tiny_learner()
+    task = jax.tree_util.tree_map(lambda a: a[0], random_tasks(2, 1))
+    logits_fn = learner.logits_fn()
+    grads = [jax.grad(lambda p: maml.task_loss(logits_fn, p, task, 3, 0.1, inner_loop=loop)[0])(learner.params)
+             for loop in ("unroll", "scan")]
+    chex.assert_trees_all_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+
+
+CPU_VMAP_MISCOMPILE = pytest.mark.xfail(
+    condition=jax.default_backend() == "cpu", strict=True,
+    reason="XLA:CPU miscompiles jitted vmap of SGD adaptation (free_jax/vectorize.py); strict: "
+           "turns red once fixed so the 'auto' choice can be revisited")
+
+
+@pytest.mark.parametrize("strategy", [pytest.param("vmap", marks=CPU_VMAP_MISCOMPILE), "lax_map"])
+def test_vectorised_meta_gradient_equals_python_loop(strategy):
+    learner = tiny_learner()
+    tasks = random_tasks(3, 4)
+    logits_fn = learner.logits_fn()
+    grads, metrics = jax.jit(lambda p, t: maml.meta_gradient(logits_fn, p, t, 2, 0.1, strategy=strategy))(
+        learner.params, tasks)
+    per_task = [jax.grad(lambda p: maml.task_loss(logits_fn, p, jax.tree_util.tree_map(lambda a: a[i], tasks), 2, 0.1)[0])(learner.params)
+                for i in range(4)]
+    summed = jax.tree_util.tree_map(lambda *g: sum(g), *per_task)
+    chex.assert_trees_all_close(grads, summed, rtol=1e-4, atol=1e-5)
+    assert 0.0 <= float(metrics["accuracy"]) <= 1.0
+
+
+def test_sharded_meta_gradient_equals_single_device():
+    if len(jax.devices()) < 4:
+        pytest.fail("tests need 4 forced CPU devices: XLA_FLAGS must be set before jax is imported (conftest.py)")
+    learner = tiny_learner()
+    tasks = random_tasks(4, 4)
+    logits_fn = learner.logits_fn()
+    vectorised = "loop" if jax.default_backend() == "cpu" else "vmap"
+    step = jax.jit(lambda p, t: maml.meta_gradient(logits_fn, p, t, 2, 0.1, strategy=vectorised)[0])
+    single = step(learner.params, tasks)
+    mesh = sharding.make_mesh(4)
+    sharded = step(sharding.replicate(learner.params, mesh), sharding.shard_leading(tasks, mesh))
+    chex.assert_trees_all_close(single, sharded, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="divisible"):
+        sharding.shard_leading(random_tasks(5, 3), mesh)

@@ -1,0 +1,97 @@
+"""Backbones and generator: shapes, parameter counts, BatchNorm modes, BN-input taps."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from free_jax import models
+
+
+def conv4_param_count(channels, width, feature_side, classes):
+    convs = (3 * 3 * channels * width + width) + 3 * (3 * 3 * width * width + width)
+    bns = 4 * 2 * width
+    return convs + bns + feature_side * feature_side * width * classes + classes
+
+
+def resnet_param_count(blocks, classes, width=64):
+    count = 3 * 3 * 3 * width + 2 * width  # stem conv + BN
+    in_ch = width
+    for stage, num_blocks in enumerate(blocks):
+        out = width * 2 ** stage
+        for block in range(num_blocks):
+            count += 9 * in_ch * out + 2 * out + 9 * out * out + 2 * out
+            if in_ch != out:
+                count += in_ch * out + 2 * out
+            in_ch = out
+    return count + in_ch * classes + classes
+
+
+@pytest.mark.parametrize("size,feature_side", [(32, 2), (84, 5)])
+@pytest.mark.parametrize("arch", models.ARCHITECTURES)
+def test_backbone_shapes_and_param_counts(arch, size, feature_side):
+    module = models.build_backbone(arch, 5)
+    variables = models.init_variables(module, jax.random.key(0), (size, size, 3))
+    logits = models.apply(module, variables, jnp.ones((3, size, size, 3)))
+    assert logits.shape == (3, 5)
+    expected = {"conv4": conv4_param_count(3, 32, feature_side, 5),
+                "resnet10": resnet_param_count((1, 1, 1, 1), 5),
+                "resnet18": resnet_param_count((2, 2, 2, 2), 5)}[arch]
+    assert models.param_count(variables["params"]) == expected
+    if arch == "resnet18":
+        assert expected == 11_171_397  # the CIFAR ResNet-18 of the literature, 5-way head
+
+
+def test_conv4_any_channels_and_width():
+    module = models.build_backbone("conv4", 4, width=64)
+    variables = models.init_variables(module, jax.random.key(1), (28, 28, 1))
+    assert models.apply(module, variables, jnp.zeros((2, 28, 28, 1))).shape == (2, 4)
+    assert models.param_count(variables["params"]) == conv4_param_count(1, 64, 1, 4)
+
+
+def test_bn_modes_differ_where_they_should():
+    module = models.build_backbone("conv4", 5, width=8)
+    variables = models.init_variables(module, jax.random.key(0), (16, 16, 3))
+    x = jax.random.normal(jax.random.key(1), (6, 16, 16, 3)) * 3 + 1
+    # Running mode: a sample's output does not depend on the rest of the batch.
+    running_full = models.apply(module, variables, x, bn_mode="running")
+    running_one = models.apply(module, variables, x[:1], bn_mode="running")
+    np.testing.assert_allclose(running_full[:1], running_one, rtol=1e-5, atol=1e-5)
+    # Batch mode: it does (transductive statistics).
+    batch_full = models.apply(module, variables, x, bn_mode="batch")
+    batch_two = models.apply(module, variables, x[:2], bn_mode="batch")
+    assert not np.allclose(batch_full[:1], batch_two[:1], atol=1e-4)
+    assert not np.allclose(batch_full, running_full, atol=1e-4)
+    with pytest.raises(ValueError, match="at least 16"):
+        models.apply(module, variables, x[:, :8, :8])
+    with pytest.raises(ValueError, match="bn_mode"):
+        models.apply(module, variables, x, bn_mode="train")
+
+
+def test_running_stats_update_and_bn_input_taps():
+    module = models.build_backbone("conv4", 5, width=4)
+    variables = models.init_variables(module, jax.random.key(0), (16, 16, 1))
+    x = jax.random.normal(jax.random.key(2), (10, 16, 16, 1)) + 2.0
+    _, new_stats = models.apply_and_update_stats(module, variables, x)
+    _, taps = models.apply_with_bn_inputs(module, variables, x, bn_mode="running")
+    assert len(taps) == 4
+    # First BN input = the first conv's output; check its batch mean/var by hand.
+    conv_params = variables["params"]["Conv_0"]
+    conv_out = jax.lax.conv_general_dilated(x, conv_params["kernel"], (1, 1), "SAME",
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC")) + conv_params["bias"]
+    np.testing.assert_allclose(taps[0]["batch_mean"], conv_out.mean((0, 1, 2)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(taps[0]["batch_var"], conv_out.var((0, 1, 2)), rtol=1e-4, atol=1e-5)
+    n = conv_out.size // conv_out.shape[-1]
+    np.testing.assert_allclose(new_stats["BatchNorm_0"]["mean"], 0.1 * conv_out.mean((0, 1, 2)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(new_stats["BatchNorm_0"]["var"],
+                               0.9 + 0.1 * conv_out.var((0, 1, 2)) * n / (n - 1), rtol=1e-5)
+    np.testing.assert_allclose(taps[0]["running_var"], 1.0)
+
+
+def test_generator_range_and_shape():
+    generator = models.Generator(image_size=16, channels=3, nz=8, ngf=4)
+    variables = generator.init(jax.random.key(0), jnp.zeros((2, 8)))
+    images = generator.apply(variables, jax.random.normal(jax.random.key(1), (5, 8)))
+    assert images.shape == (5, 16, 16, 3)
+    assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
+    with pytest.raises(ValueError, match="divisible by 4"):
+        models.Generator(image_size=30).init(jax.random.key(0), jnp.zeros((2, 256)))
