@@ -14,7 +14,6 @@ import statistics
 import sys
 import time
 import zlib
-from typing import Callable
 
 import jax
 import ml_collections
@@ -115,7 +114,7 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def build_or_load_zoo(path: str, config, *, progress: bool | Callable = True) -> Zoo:
+def build_or_load_zoo(path: str, config, *, progress: bool = True) -> Zoo:
     """The zoo at ``path``: loaded if complete, resumed if partial, pre-trained if absent.
 
     Args:
