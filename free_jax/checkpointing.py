@@ -130,3 +130,78 @@ def read_metadata(directory: str | Path) -> dict:
         raise CheckpointError(f"cannot read the metadata of checkpoint {directory}: {error}. Delete "
                               "the checkpoint and write it again") from error
     return dict(restored[_METADATA])
+
+
+# ------------------------------------------------------------------ training checkpoints
+class TrainingCheckpoints:
+    """Checkpoints of a training run, through two Orbax ``CheckpointManager``s.
+
+    ``<directory>/latest/<step>``: the last ``keep`` whole training states (for exact resume),
+    each with JSON metadata (e.g. the best meta-validation accuracy so far).
+    ``<directory>/best/<step>``: the meta-learner parameters selected on meta-*validation*.
+
+    Saves are synchronous: when ``save`` returns, the checkpoint is complete (Orbax writes to a
+    temporary directory and renames it, so an interrupted save leaves no half checkpoint).
+    """
+
+    def __init__(self, directory: str | Path, keep: int = 2):
+        directory = Path(directory).absolute()
+        self.directory = directory
+        self._latest = ocp.CheckpointManager(
+            directory / "latest", item_names=("state", _METADATA),
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+        self._best = ocp.CheckpointManager(
+            directory / "best", item_names=("params", _METADATA),
+            options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+
+    def latest_step(self) -> int | None:
+        """Step of the newest complete state checkpoint, or None."""
+        return self._latest.latest_step()
+
+    def best_step(self) -> int | None:
+        return self._best.latest_step()
+
+    def _save(self, manager, step: int, name: str, tree: Any, metadata: dict) -> None:
+        manager.save(int(step), args=ocp.args.Composite(
+            **{name: ocp.args.StandardSave(tree), _METADATA: ocp.args.JsonSave(metadata)}), force=True)
+        manager.wait_until_finished()
+
+    def _restore(self, manager, step: int, name: str, abstract_target: Any):
+        abstract_target = jax.tree_util.tree_map(
+            lambda leaf: jax.ShapeDtypeStruct(jnp.shape(leaf), jnp.result_type(leaf)), abstract_target)
+        path = manager.directory / str(step)
+        try:
+            restored = manager.restore(int(step), args=ocp.args.Composite(
+                **{name: ocp.args.StandardRestore(abstract_target), _METADATA: ocp.args.JsonRestore()}))
+        except (ValueError, KeyError, TypeError, FileNotFoundError, OSError) as error:
+            raise CheckpointError(
+                f"cannot restore training checkpoint {path}: {error}. It was written by a run with a "
+                "different configuration (model, image size, zoo, bank) or is corrupt. Resume with the "
+                "configuration it was written with, or use a new --workdir") from error
+        return restored[name], dict(restored[_METADATA] or {})
+
+    def save(self, step: int, state: Any, metadata: dict) -> None:
+        """Saves the whole training state at ``step``; keeps the newest ``keep``."""
+        self._save(self._latest, step, "state", state, metadata)
+
+    def restore(self, abstract_state: Any, step: int | None = None):
+        """(state, metadata) of ``step`` (default: newest) restored onto ``abstract_state``."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"no training checkpoint under {self.directory / 'latest'}")
+        return self._restore(self._latest, step, "state", abstract_state)
+
+    def save_best(self, step: int, params: Any, metadata: dict) -> None:
+        """Saves the meta-learner parameters chosen on meta-validation (replacing the previous)."""
+        self._save(self._best, step, "params", params, metadata)
+
+    def restore_best(self, abstract_params: Any):
+        """(params, metadata) of the selected meta-learner, or None if none was saved."""
+        step = self.best_step()
+        if step is None:
+            return None
+        return self._restore(self._best, step, "params", abstract_params)
+
+    def close(self) -> None:
+        self._latest.close()
+        self._best.close()

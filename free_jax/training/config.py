@@ -1,0 +1,69 @@
+"""The FREE run configuration (SPEC defaults) and its conversion to the jitted step's config."""
+from __future__ import annotations
+
+import ml_collections
+
+from free_jax.inversion import InversionConfig
+from free_jax.meta.replay import ReplayConfig
+from free_jax.training.step import StepConfig
+from free_jax.zoo import default_config as zoo_default_config
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Every knob of a FREE run with the defaults of SPEC §2-3 (CIFAR-FS-sized settings)."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.datasets = ("glyphs",)            # several = multi-domain (MD)
+    c.data_dir = ""
+    c.data_options = ml_collections.ConfigDict({"image_size": 32, "channels": 3})  # glyph sets only
+    c.image_size = 32                   # meta-learner / generator resolution (MD: common size)
+    c.way, c.shot, c.query = 5, 1, 15   # replay tasks (N-way K-shot, Q queries)
+    c.iterations = 1000
+    c.warmup = 20
+    c.teachers_per_iteration = 4
+
+    c.zoo = zoo_default_config()        # pre-trained if absent (free_jax.zoo.build_or_load_zoo)
+    c.zoo_path = ""                     # "" = <workdir>/zoo
+
+    c.meta_arch, c.meta_width = "conv4", 32
+    c.outer_lr = 1e-3                   # persistent Adam on θ
+    c.align_lr = 1e-3                   # inner Adam of the alignment copy θ̃
+    c.beta_align = 67.0
+    c.tau = 1.0
+
+    c.inversion = ml_collections.ConfigDict(dict(
+        images_per_class=20, nz=256, ngf=64, k=5, gen_lr=1e-3, z_lr=1e-3, lambda_adv=1.0, lambda_bn=0.0,
+        adv_through_meta_learner=True, meta_update="fomaml", meta_lr=1e-3, crop_padding=4, flip=True))
+    c.replay = ml_collections.ConfigDict(dict(
+        tasks_per_batch=10, batches=10, patience=0, inner_steps=5, inner_lr=0.01, first_order=False))
+    c.bank_capacity, c.bank_dtype = 400, "uint8"
+    c.strategy = "auto"                 # per-teacher / per-task mapping (free_jax.vectorize)
+
+    c.eval = ml_collections.ConfigDict(dict(
+        every=20, val_episodes=600, test_episodes=600, test_shots=(1, 5), query=15, steps=10, lr=0.01,
+        seed=0, chunk_size=0))
+    c.checkpoint_every, c.keep_checkpoints = 20, 2
+    c.grid_every = 100                  # PNG grid of recovered images (0 = never)
+    c.log_every = 1
+    return c
+
+
+def step_config(config: ml_collections.ConfigDict) -> StepConfig:
+    """The static, hashable configuration of the jitted iteration."""
+    inv = config.inversion
+    if inv.images_per_class < config.shot + config.query:
+        raise ValueError(f"inversion.images_per_class={inv.images_per_class} is smaller than shot + query = "
+                         f"{config.shot + config.query}: one teacher's images could never form a replay task. "
+                         "Raise images_per_class or lower query.")
+    inversion = InversionConfig(
+        way=config.way, images_per_class=inv.images_per_class, nz=inv.nz, ngf=inv.ngf, k=inv.k,
+        gen_lr=inv.gen_lr, z_lr=inv.z_lr, lambda_adv=inv.lambda_adv, lambda_bn=inv.lambda_bn,
+        adv_through_meta_learner=inv.adv_through_meta_learner, meta_update=inv.meta_update,
+        meta_lr=inv.meta_lr, strategy=config.strategy, crop_padding=inv.crop_padding, flip=inv.flip)
+    rep = config.replay
+    replay = ReplayConfig(way=config.way, shot=config.shot, query=config.query,
+                          tasks_per_batch=rep.tasks_per_batch, batches=rep.batches, patience=rep.patience,
+                          inner_steps=rep.inner_steps, inner_lr=rep.inner_lr, first_order=rep.first_order,
+                          strategy=config.strategy)
+    return StepConfig(inversion=inversion, replay=replay, outer_lr=config.outer_lr, align_lr=config.align_lr,
+                      beta_align=config.beta_align, tau=config.tau)

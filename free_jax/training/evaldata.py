@@ -1,0 +1,62 @@
+"""Real-image evaluation data for a run: each domain's split at the meta-learner's resolution."""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from free_jax import data as data_lib
+from free_jax import evaluation
+from free_jax.data.base import SplitData
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalDomain:
+    """One dataset's meta-val or meta-test split, resized for the meta-learner, with fixed episodes."""
+
+    name: str
+    images: jax.Array                 # uint8 (n, s, s, C) on device
+    episodes: dict                    # shot -> EpisodeSet
+
+
+def data_options(config, dataset: str) -> dict:
+    """Loader options of ``dataset`` (image size / channels apply to the generated glyph sets)."""
+    return dict(config.data_options.to_dict()) if dataset.startswith("glyphs") else {}
+
+
+def _resize_uint8(images: np.ndarray, side: int) -> np.ndarray:
+    if images.shape[1] == side:
+        return images
+    out = [np.asarray(jax.image.resize(jnp.asarray(chunk, jnp.float32), (len(chunk), side, side, images.shape[3]),
+                                       "bilinear")) for chunk in np.array_split(images, max(1, len(images) // 2048))]
+    return np.clip(np.rint(np.concatenate(out)), 0, 255).astype(np.uint8)
+
+
+def load_eval_domains(config, split: str, shots, num_episodes: int) -> list[EvalDomain]:
+    """Loads ``split`` of every configured dataset and draws its fixed evaluation episodes."""
+    domains = []
+    for name in config.datasets:
+        loaded: SplitData = data_lib.load_split(name, split, config.data_dir or None, **data_options(config, name))
+        episodes = {shot: evaluation.make_episodes(loaded, num_episodes, config.way, shot, config.eval.query,
+                                                   seed=config.eval.seed + 1000 * shot)
+                    for shot in shots}
+        domains.append(EvalDomain(name, jnp.asarray(_resize_uint8(loaded.images, config.image_size)), episodes))
+    return domains
+
+
+def evaluate_domains(meta_learner, domains, shot: int, config) -> dict[str, evaluation.EvalResult]:
+    """Per-domain results for ``shot``-shot episodes, plus "mean" (the mean over domains) if several."""
+    results = {d.name: evaluation.evaluate(meta_learner, d.images, d.episodes[shot], config.eval.steps,
+                                           config.eval.lr, config.eval.chunk_size or None, config.strategy)
+               for d in domains}
+    if len(results) > 1:
+        accuracies = np.mean([r.accuracies for r in results.values()], axis=0)
+        results["mean"] = evaluation.EvalResult(*evaluation.confidence_interval(accuracies), accuracies)
+    return results
+
+
+def headline(results: dict) -> evaluation.EvalResult:
+    """The number model selection uses: the mean over domains, or the single domain."""
+    return results.get("mean") or next(iter(results.values()))

@@ -1,0 +1,178 @@
+"""The FREE outer loop: sample teachers, run the jitted iteration, evaluate, checkpoint, report.
+
+Resume order (``run``): build/load the zoo → check it matches the config → build the abstract
+state from the config → restore the newest state checkpoint if any (else a fresh state) →
+trim metrics.jsonl to the restored step → continue at ``state.step``. Teacher draws use
+``fold_in(sample_key, step)`` and the iteration uses ``fold_in(key, step)``, so an interrupted
+and resumed run computes exactly what an uninterrupted one does.
+"""
+from __future__ import annotations
+
+import collections
+import functools
+import json
+import math
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from free_jax import checkpointing, data as data_lib, memory
+from free_jax.inversion import invert
+from free_jax.inversion.grid import recovered_grid_png, teacher_rows
+from free_jax.meta.learner import create_meta_learner
+from free_jax.training import evaldata, results as results_lib
+from free_jax.training.config import step_config
+from free_jax.training.logging import MetricsWriter, Progress
+from free_jax.training.state import init_state
+from free_jax.training.step import recover_phase, run_phases
+from free_jax.zoo import build_or_load_zoo
+from free_jax.zoo.store import Zoo
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN/inf; the run stopped and the last good checkpoint is kept."""
+
+
+PHASE_OF_METRIC = {"inv": "recovery (FIVE)", "kd": "alignment (BELL distillation)", "replay": "replay (MAML)"}
+
+
+def _check_finite(step: int, metrics: dict, checkpoint_dir: Path) -> None:
+    for name, value in metrics.items():
+        if not math.isfinite(value):
+            phase = PHASE_OF_METRIC.get(name.split("_")[0], name)
+            raise NonFiniteLossError(
+                f"non-finite {name} = {value} at iteration {step}, in the {phase} phase. The run stopped; "
+                f"the last good checkpoint in {checkpoint_dir} is kept. Lower the learning rates or "
+                f"beta_align, or check the zoo, then rerun the same command to resume from it.")
+
+
+def _train_metadata(config) -> dict:
+    return {"datasets": list(config.datasets), "image_size": config.image_size, "way": config.way,
+            "shot": config.shot, "meta_arch": config.meta_arch, "meta_width": config.meta_width}
+
+
+def _abstract_state(config, zoo: Zoo, image_shape, mean, std, step_cfg):
+    num_classes_total = max(max(spec.class_ids) for spec in zoo.specs) + 1
+    make = lambda: init_state(jax.random.key(config.seed), meta_arch=config.meta_arch, meta_width=config.meta_width,
+                              way=config.way, image_shape=image_shape, mean=mean, std=std,
+                              inversion=step_cfg.inversion, outer_lr=config.outer_lr,
+                              num_classes_total=num_classes_total, bank_capacity=config.bank_capacity,
+                              bank_dtype=config.bank_dtype)
+    return make
+
+
+def run(config, workdir: str | Path, *, log=print) -> dict:
+    """Trains FREE as configured in ``workdir`` (resuming if it holds a checkpoint); returns results."""
+    workdir = Path(workdir).absolute()
+    workdir.mkdir(parents=True, exist_ok=True)
+    step_cfg = step_config(config)
+    zoo_path = Path(config.zoo_path or workdir / "zoo")
+    zoo_config = config.zoo.copy_and_resolve_references()
+    with zoo_config.unlocked():
+        zoo_config.datasets, zoo_config.way = tuple(config.datasets), config.way
+        zoo_config.data_dir, zoo_config.data_options = config.data_dir, config.data_options
+    zoo = build_or_load_zoo(str(zoo_path), zoo_config)
+    zoo.check_compatible(way=config.way, datasets=config.datasets, path=zoo_path)
+
+    train_splits = [data_lib.load_split(n, "train", config.data_dir or None, **evaldata.data_options(config, n))
+                    for n in config.datasets]
+    channels = train_splits[0].channels
+    if any(s.channels != channels for s in train_splits):
+        raise ValueError("multi-domain runs need the same channel count in every dataset")
+    image_shape = (config.image_size, config.image_size, channels)
+    mean = np.mean([s.mean for s in train_splits], axis=0)
+    std = np.mean([s.std for s in train_splits], axis=0)
+
+    make_state = _abstract_state(config, zoo, image_shape, mean, std, step_cfg)
+    abstract = jax.eval_shape(make_state)
+    checkpoints = checkpointing.TrainingCheckpoints(workdir / "checkpoints", config.keep_checkpoints)
+    best_val, best_step = -1.0, -1
+    if checkpoints.latest_step() is not None:
+        state, meta = checkpoints.restore(abstract)
+        expected = _train_metadata(config)
+        if meta.get("config") != expected:
+            raise checkpointing.CheckpointError(
+                f"checkpoint in {workdir} was written for {meta.get('config')}, this config is {expected}; "
+                "use the original config or another --workdir")
+        best_val, best_step = meta["best_val"], meta["best_step"]
+        log(f"[free] resumed from iteration {int(state.step)} in {workdir}")
+    else:
+        state = make_state()
+    start = int(state.step)
+
+    val_domains = evaldata.load_eval_domains(config, "val", (config.shot,), config.eval.val_episodes)
+    writer = MetricsWriter(workdir, start)
+    progress = Progress(config.iterations, start)
+    sample_key = jax.random.fold_in(jax.random.key(config.seed), 7)
+    phase_seconds = collections.defaultdict(list)
+
+    def timed(name, fn):
+        begin = time.perf_counter()
+        out = jax.block_until_ready(fn())
+        phase_seconds[name].append(time.perf_counter() - begin)
+        return out
+
+    for step in range(start, config.iterations):
+        warmup = step < config.warmup
+        groups = zoo.sample(jax.random.fold_in(sample_key, step), config.teachers_per_iteration)
+        state, metrics = run_phases(state, groups, step_cfg, warmup, timer=timed)
+        if (step + 1) % config.log_every == 0 or step + 1 == config.iterations:
+            values = {k: float(v) for k, v in metrics.items()}
+            _check_finite(step, values, checkpoints.directory)
+            writer.write(step, values)
+            shown = " ".join(f"{k}={values[k]:.3f}" for k in ("inv_teacher_acc", "kd_loss", "replay_accuracy") if k in values)
+            progress.update(step + 1, shown + (" (warm-up)" if warmup else ""))
+        done = step + 1
+        if not warmup and (done % config.eval.every == 0 or done == config.iterations):
+            val = evaldata.headline(timed("evaluation", lambda: evaldata.evaluate_domains(
+                state.meta_learner, val_domains, config.shot, config)))
+            writer.write(step, {"val_accuracy": val.mean, "val_ci95": val.ci95})
+            progress.newline()
+            log(f"[free] iteration {done}: meta-val {config.way}-way {config.shot}-shot {val}")
+            if val.mean > best_val:
+                best_val, best_step = val.mean, done
+                checkpoints.save_best(done, state.meta_learner.params, {"val_accuracy": val.mean, "step": done})
+        if config.grid_every and not warmup and (done % config.grid_every == 0 or done == config.iterations):
+            _write_grid(state, groups, step_cfg, workdir / f"recovered_{done:06d}.png")
+        if done % config.checkpoint_every == 0 or done == config.iterations:
+            checkpoints.save(done, state, {"best_val": best_val, "best_step": best_step,
+                                           "config": _train_metadata(config)})
+    progress.newline()
+    writer.close()
+
+    selected = state.meta_learner
+    best = checkpoints.restore_best(abstract.meta_learner.params)
+    if best is not None:
+        selected = selected.replace_params(best[0])
+    test_domains = evaldata.load_eval_domains(config, "test", tuple(config.eval.test_shots), config.eval.test_episodes)
+    random_init = create_meta_learner(jax.random.key(config.seed + 12345), config.meta_arch, config.way,
+                                      image_shape, mean, std, config.meta_width)
+    tests = {}
+    for shot in config.eval.test_shots:
+        tests[shot] = {"free": timed("evaluation", lambda: evaldata.evaluate_domains(selected, test_domains, shot, config)),
+                       "random_init": evaldata.evaluate_domains(random_init, test_domains, shot, config)}
+    report = results_lib.build_report(config, tests, best_val, best_step, phase_seconds, start)
+    (workdir / "results.md").write_text(report["markdown"])
+    (workdir / "results.json").write_text(json.dumps(report["json"], indent=2))
+    log(report["markdown"])
+    checkpoints.close()
+    return report["json"]
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _grid_inversion(gen_params, groups, key, config):
+    return invert(gen_params, groups, None, key, config, warmup=True)
+
+
+def _write_grid(state, groups, step_cfg, path: Path) -> None:
+    """PNG of the current meta-generator adapted to ``groups`` (k steps; the state is unchanged)."""
+    result = _grid_inversion(state.gen_params, groups, state.iteration_key(), step_cfg.inversion)
+    images, labels, confidences = [], [], []
+    for group_images, group_labels, group_conf in zip(result.per_group_images, result.per_group_labels,
+                                                      result.per_group_confidence):
+        for t in range(group_images.shape[0]):
+            sorted_t = teacher_rows(group_images[t], group_conf[t], group_labels[t], result.targets)
+            images.append(sorted_t[0]), labels.append(sorted_t[1]), confidences.append(sorted_t[2])
+    recovered_grid_png(np.concatenate(images), np.concatenate(labels), np.concatenate(confidences), path)

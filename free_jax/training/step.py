@@ -1,0 +1,114 @@
+"""One FREE iteration (SPEC §2): FIVE recovery → bank → BELL alignment → MAML replay.
+
+Each phase is a pure jitted function of the state; ``free_iteration`` is their composition in
+one jitted program. The training loop runs the phases one after the other so it can report
+the wall time of each; both paths compute the same numbers (tests/test_training.py).
+Randomness: the iteration key ``fold_in(key, step)`` is split into (recovery, alignment, replay).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from free_jax import memory
+from free_jax.inversion import InversionConfig, invert, meta_update_generator
+from free_jax.meta.alignment import alignment_gradient
+from free_jax.meta.replay import ReplayConfig, replay
+from free_jax.training.state import FreeState, outer_optimizer
+from free_jax.zoo.group import TeacherGroup
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+    """Everything the jitted iteration reads (hashable: a static argument)."""
+
+    inversion: InversionConfig
+    replay: ReplayConfig
+    outer_lr: float = 1e-3
+    align_lr: float = 1e-3
+    beta_align: float = 67.0
+    tau: float = 1.0
+
+
+def _keys(state: FreeState):
+    return jax.random.split(state.iteration_key(), 3)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "warmup"), donate_argnames=("state",))
+def recover_phase(state: FreeState, groups: Sequence[TeacherGroup], config: StepConfig, warmup: bool):
+    """FIVE for the sampled teachers, the generator meta-update, and (after warm-up) the bank add.
+
+    Returns (state, per-group recovered images, metrics). During warm-up nothing is stored.
+    """
+    inversion_key = _keys(state)[0]
+    result = invert(state.gen_params, groups, None if warmup else state.meta_learner,
+                    inversion_key, config.inversion, warmup)
+    gen_params, gen_opt_state = meta_update_generator(state.gen_params, state.gen_opt_state,
+                                                      result.meta_grad, config.inversion)
+    bank = state.bank if warmup else memory.add(state.bank, result.images, result.labels)
+    state = state.replace(gen_params=gen_params, gen_opt_state=gen_opt_state, bank=bank)
+    metrics = {f"inv_{name}": value for name, value in result.metrics.items()}
+    return state, result.per_group_images, metrics
+
+
+@functools.partial(jax.jit, static_argnames=("config",), donate_argnames=("state",))
+def align_phase(state: FreeState, groups: Sequence[TeacherGroup], per_group_images, config: StepConfig):
+    """BELL alignment: θ ← Adam(θ, β_align · (θ − θ̃)) with θ̃ distilled from every teacher in turn."""
+    align_key = _keys(state)[1]
+    inversion = config.inversion
+    gradient, metrics = alignment_gradient(
+        state.meta_learner, groups, per_group_images, align_key, inner_lr=config.align_lr,
+        beta_align=config.beta_align, tau=config.tau, crop_padding=inversion.crop_padding, flip=inversion.flip)
+    updates, meta_opt_state = outer_optimizer(config.outer_lr).update(
+        gradient, state.meta_opt_state, state.meta_learner.params)
+    params = optax.apply_updates(state.meta_learner.params, updates)
+    state = state.replace(meta_learner=state.meta_learner.replace_params(params), meta_opt_state=meta_opt_state)
+    return state, metrics
+
+
+@functools.partial(jax.jit, static_argnames=("config",), donate_argnames=("state",))
+def replay_phase(state: FreeState, config: StepConfig):
+    """BELL replay: MAML meta-batches from the bank through the same persistent Adam; step += 1."""
+    replay_key = _keys(state)[2]
+    params, meta_opt_state, metrics = replay(state.meta_learner, state.meta_opt_state,
+                                             outer_optimizer(config.outer_lr), state.bank, replay_key,
+                                             config.replay)
+    state = state.replace(meta_learner=state.meta_learner.replace_params(params),
+                          meta_opt_state=meta_opt_state)
+    return state, metrics
+
+
+def advance(state: FreeState) -> FreeState:
+    return state.replace(step=state.step + 1)
+
+
+def _iteration(state, groups, config, warmup):
+    state, per_group_images, metrics = recover_phase.__wrapped__(state, groups, config, warmup)
+    if not warmup:
+        state, align_metrics = align_phase.__wrapped__(state, groups, per_group_images, config)
+        state, replay_metrics = replay_phase.__wrapped__(state, config)
+        metrics = {**metrics, **align_metrics, **replay_metrics}
+    return advance(state), metrics
+
+
+free_iteration = jax.jit(_iteration, static_argnames=("config", "warmup"), donate_argnames=("state",))
+free_iteration.__doc__ = """One whole FREE iteration as one jitted program: (state, groups) -> (state, metrics).
+
+During warm-up only FIVE runs (no adversarial term, nothing stored, θ untouched)."""
+
+
+def run_phases(state: FreeState, groups, config: StepConfig, warmup: bool, timer=None):
+    """The same iteration as ``free_iteration`` but phase by phase, timing each when ``timer``
+    (a callable ``timer(phase_name, fn) -> result``) is given."""
+    timer = timer or (lambda name, fn: fn())
+    state, per_group_images, metrics = timer("recovery", lambda: recover_phase(state, groups, config, warmup))
+    if not warmup:
+        state, align_metrics = timer("alignment", lambda: align_phase(state, groups, per_group_images, config))
+        state, replay_metrics = timer("replay", lambda: replay_phase(state, config))
+        metrics = {**metrics, **align_metrics, **replay_metrics}
+    return advance(state), metrics
