@@ -191,6 +191,11 @@ class TrainingCheckpoints:
             raise CheckpointError(f"no training checkpoint under {self.directory / 'latest'}")
         return self._restore(self._latest, step, "state", abstract_state)
 
+    def restore_raw(self, step: int | None = None):
+        """The saved state of ``step`` (default newest) as stored, without a target (for inspection)."""
+        step = self.latest_step() if step is None else step
+        return self._latest.restore(int(step), args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+
     def save_best(self, step: int, params: Any, metadata: dict) -> None:
         """Saves the meta-learner parameters chosen on meta-validation (replacing the previous)."""
         self._save(self._best, step, "params", params, metadata)

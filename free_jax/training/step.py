@@ -64,6 +64,7 @@ def align_phase(state: FreeState, groups: Sequence[TeacherGroup], per_group_imag
     gradient, metrics = alignment_gradient(
         state.meta_learner, groups, per_group_images, align_key, inner_lr=config.align_lr,
         beta_align=config.beta_align, tau=config.tau, crop_padding=inversion.crop_padding, flip=inversion.flip)
+    metrics = {**metrics, "kd_update_norm": optax.tree.norm(gradient)}  # non-finite ⇒ this phase failed
     updates, meta_opt_state = outer_optimizer(config.outer_lr).update(
         gradient, state.meta_opt_state, state.meta_learner.params)
     params = optax.apply_updates(state.meta_learner.params, updates)

@@ -1,0 +1,150 @@
+"""FREE training: fused == phased iteration, end-to-end runs, exact resume, model selection, errors."""
+import json
+import sys
+from pathlib import Path
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from free_jax import checkpointing, models
+from free_jax.inversion import InversionConfig
+from free_jax.meta.replay import ReplayConfig
+from free_jax.training import evaldata, loop
+from free_jax.training import step as step_lib
+from free_jax.training.state import init_state
+from free_jax.zoo.group import TeacherGroup
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments" / "configs"))
+import glyphs as glyph_configs  # noqa: E402
+
+
+def tiny_setup():
+    shape, num_teachers = (16, 16, 1), 2
+    module = models.build_backbone("conv4", 5, 8)
+    variables = [models.init_variables(module, jax.random.key(i), shape) for i in range(num_teachers)]
+    group = TeacherGroup(variables=jax.tree_util.tree_map(lambda *a: jnp.stack(a), *variables),
+                         class_ids=jnp.arange(10, dtype=jnp.int32).reshape(2, 5), mean=jnp.full((2, 1), 0.5),
+                         std=jnp.full((2, 1), 0.3), module=module, arch="conv4", image_shape=shape)
+    inversion = InversionConfig(way=5, images_per_class=4, nz=16, ngf=8, k=2, flip=False)
+    config = step_lib.StepConfig(inversion=inversion, replay=ReplayConfig(
+        way=5, shot=1, query=3, tasks_per_batch=2, batches=2, inner_steps=2))
+    make = lambda: init_state(jax.random.key(0), meta_arch="conv4", meta_width=8, way=5, image_shape=shape,
+                              mean=[0.5], std=[0.3], inversion=inversion, outer_lr=1e-3, num_classes_total=10,
+                              bank_capacity=20, bank_dtype="uint8")
+    return make, group, config
+
+
+def test_phased_iteration_equals_fused_iteration():
+    make, group, config = tiny_setup()
+    phased, fused = make(), make()
+    for warmup in (True, False):
+        phased, _ = step_lib.run_phases(phased, [group], config, warmup)
+        fused, metrics = step_lib.free_iteration(fused, [group], config, warmup=warmup)
+    assert int(phased.step) == int(fused.step) == 2
+    np.testing.assert_array_equal(phased.bank.counts, fused.bank.counts)
+    assert int(fused.bank.counts.sum()) == 2 * 5 * 4          # warm-up stored nothing
+    chex.assert_trees_all_close(phased.meta_learner.params, fused.meta_learner.params, rtol=1e-4, atol=1e-5)
+    chex.assert_trees_all_close(phased.gen_params, fused.gen_params, rtol=1e-4, atol=1e-5)
+    assert set(metrics) >= {"inv_ce", "kd_loss", "replay_loss", "replay_accuracy"}
+
+
+def smoke_config(zoo_path, **overrides):
+    config = glyph_configs.get_config("smoke")
+    config.zoo_path = str(zoo_path)
+    for name, value in overrides.items():
+        target = config
+        *parents, leaf = name.split(".")
+        for parent in parents:
+            target = target[parent]
+        target[leaf] = value
+    return config
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """One whole smoke run (3 iterations, warm-up 1, meta-val every iteration)."""
+    root = tmp_path_factory.mktemp("free")
+    calls = []
+    original = evaldata.load_eval_domains
+
+    def spy(config, split, *args, **kwargs):
+        calls.append(split)
+        return original(config, split, *args, **kwargs)
+
+    evaldata.load_eval_domains = spy
+    try:
+        results = loop.run(smoke_config(root / "zoo"), root / "run", log=lambda *_: None)
+    finally:
+        evaldata.load_eval_domains = original
+    return root, results, calls
+
+
+@pytest.mark.slow
+def test_end_to_end_smoke_writes_every_output(uninterrupted):
+    root, results, _ = uninterrupted
+    run = root / "run"
+    for name in ("results.md", "results.json", "metrics.jsonl"):
+        assert (run / name).is_file(), name
+    assert list(run.glob("recovered_*.png")) and list((run / "tensorboard").iterdir())
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines if "inv_ce" in line] == [0, 1, 2]
+    for value in results["test"].values():
+        assert 0.0 <= value["free"][0] <= 100.0 and value["free"][1] >= 0.0
+    assert "random init" in (run / "results.md").read_text()
+
+
+@pytest.mark.slow
+def test_meta_validation_not_meta_test_selects_the_checkpoint(uninterrupted):
+    root, results, calls = uninterrupted
+    assert calls == ["val", "test"]                     # meta-test is loaded only after training
+    lines = [json.loads(line) for line in (root / "run" / "metrics.jsonl").read_text().splitlines()]
+    val = {line["step"] + 1: line["val_accuracy"] for line in lines if "val_accuracy" in line}
+    best_step = max(val, key=lambda s: (val[s], -s))    # first iteration reaching the maximum
+    assert results["best_step"] == best_step and results["best_val"] == pytest.approx(val[best_step])
+    assert checkpointing.TrainingCheckpoints(root / "run" / "checkpoints").best_step() == best_step
+
+
+@pytest.mark.slow
+def test_interrupted_and_resumed_run_equals_uninterrupted(uninterrupted, tmp_path):
+    root, results, _ = uninterrupted
+    interrupted = tmp_path / "run"
+    loop.run(smoke_config(root / "zoo", iterations=2), interrupted, log=lambda *_: None)   # "killed" after 2
+    resumed = loop.run(smoke_config(root / "zoo"), interrupted, log=lambda *_: None)
+    assert resumed["test"] == results["test"]
+    assert (resumed["best_step"], resumed["best_val"]) == (results["best_step"], results["best_val"])
+    read = lambda path: [json.loads(line) for line in path.read_text().splitlines()]
+    assert read(interrupted / "metrics.jsonl") == read(root / "run" / "metrics.jsonl")
+    # The final whole states (θ, optimisers, φ, bank, key, step) are bit-identical.
+    a, b = _final_state(root / "run"), _final_state(interrupted)
+    assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def _final_state(workdir):
+    """The newest saved state as raw arrays (no abstract target needed for a comparison)."""
+    manager = checkpointing.TrainingCheckpoints(Path(workdir) / "checkpoints")
+    try:
+        return manager.restore_raw()
+    finally:
+        manager.close()
+
+
+@pytest.mark.slow
+def test_non_finite_loss_stops_naming_the_phase_and_keeps_last_good_checkpoint(uninterrupted, tmp_path):
+    root, _, _ = uninterrupted
+    with pytest.raises(loop.NonFiniteLossError, match=r"kd_update_norm = (inf|nan) at iteration 1, in the alignment"):
+        loop.run(smoke_config(root / "zoo", beta_align=float("inf")), tmp_path / "bad", log=lambda *_: None)
+    assert checkpointing.TrainingCheckpoints(tmp_path / "bad" / "checkpoints").latest_step() == 1
+
+
+@pytest.mark.slow
+def test_mismatched_zoo_or_checkpoint_is_a_clear_error(uninterrupted):
+    root, _, _ = uninterrupted
+    with pytest.raises(ValueError, match="way"):
+        loop.run(smoke_config(root / "zoo", way=4), root / "other", log=lambda *_: None)
+    with pytest.raises(checkpointing.CheckpointError, match="different configuration|written for"):
+        loop.run(smoke_config(root / "zoo", meta_width=16), root / "run", log=lambda *_: None)
