@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from free_jax.data.episodes import sample_class_slots, split_support_query
+
 
 @struct.dataclass
 class MemoryBank:
@@ -135,28 +137,12 @@ def sample_tasks(bank: MemoryBank, key: jax.Array, n_tasks: int, way: int, shot:
       int32, query_x (n_tasks, way·query, H, W, C), query_y (n_tasks, way·query); labels are
       class-major: [0]*shot + [1]*shot + ….
     """
-    per_class = shot + query
     sizes = bank.sizes()
-    eligible = sizes >= per_class
 
     def one_task(task_key):
-        class_key, image_key = jax.random.split(task_key)
-        # Gumbel top-k over eligible classes = uniform sampling without replacement.
-        scores = jnp.where(eligible, jax.random.gumbel(class_key, eligible.shape), -jnp.inf)
-        classes = jax.lax.top_k(scores, way)[1]                                 # (way,)
+        classes, slots = sample_class_slots(task_key, sizes, bank.capacity, way, shot + query)
+        return bank.images[classes[:, None], slots]                          # (way, S+Q, H, W, C)
 
-        def one_class(cls, cls_key):
-            valid = jnp.arange(bank.capacity) < sizes[cls]
-            slot_scores = jnp.where(valid, jax.random.uniform(cls_key, (bank.capacity,)), -1.0)
-            slots = jax.lax.top_k(slot_scores, per_class)[1]                    # distinct slots
-            return _decode(bank.images[cls, slots])                             # (S+Q, H, W, C)
-
-        images = jax.vmap(one_class)(classes, jax.random.split(image_key, way))
-        support = images[:, :shot].reshape(way * shot, *images.shape[2:])
-        query_images = images[:, shot:].reshape(way * query, *images.shape[2:])
-        return support, query_images
-
-    support_x, query_x = jax.vmap(one_task)(jax.random.split(key, n_tasks))
-    support_y = jnp.broadcast_to(jnp.repeat(jnp.arange(way, dtype=jnp.int32), shot), (n_tasks, way * shot))
-    query_y = jnp.broadcast_to(jnp.repeat(jnp.arange(way, dtype=jnp.int32), query), (n_tasks, way * query))
+    picked = _decode(jax.vmap(one_task)(jax.random.split(key, n_tasks)))
+    support_x, support_y, query_x, query_y = split_support_query(picked, shot)
     return support_x, support_y, query_x, query_y

@@ -86,10 +86,15 @@ def gather_tasks(images: jnp.ndarray, indices: jnp.ndarray, shot: int) -> Task:
 
     Labels are class-major: support_y = [0]*K + [1]*K + ...; images become float32 in [0, 1].
     """
-    num_episodes, way, per_class = indices.shape
+    return split_support_query(to_unit_float(images[indices]), shot)
+
+
+def split_support_query(picked: jnp.ndarray, shot: int) -> Task:
+    """Stacked ``Task``s from class-major images ``picked`` (E, N, K+Q, H, W, C): the first K
+    of each class are support, the rest query; labels 0..N−1 in class order."""
+    num_episodes, way, per_class = picked.shape[:3]
     query = per_class - shot
-    picked = to_unit_float(images[indices])  # (E, N, K+Q, H, W, C)
-    image_shape = images.shape[1:]
+    image_shape = picked.shape[3:]
     support_x = picked[:, :, :shot].reshape(num_episodes, way * shot, *image_shape)
     query_x = picked[:, :, shot:].reshape(num_episodes, way * query, *image_shape)
     support_y = jnp.broadcast_to(jnp.repeat(jnp.arange(way), shot), (num_episodes, way * shot))
