@@ -6,7 +6,7 @@
       --config.data_dir=DATA --workdir=runs/miniimagenet_5shot
 
 Options after ':' (comma-separated): ``1shot`` (default) or ``5shot`` (replay tasks, meta-val
-and meta-test shots), ``smoke`` (seconds-long plumbing run: 3 Conv4-8 teachers, 1 epoch, 3
+and meta-test shots), ``smoke`` (short plumbing run: 3 Conv4-8 teachers, 1 epoch, 3
 iterations, 4 evaluation episodes; its accuracy means nothing).
 
 Data: MiniImageNet (Ravi & Larochelle split, 64/16/20 classes, 84×84×3) cannot be downloaded by
@@ -42,7 +42,7 @@ def _parse(arg: str) -> set[str]:
 
 
 def _shrink_for_smoke(c) -> None:
-    """Seconds-long plumbing run on the real data (tiny zoo, 3 iterations, 4 episodes)."""
+    """Plumbing run on the real data (tiny zoo, 3 iterations, 4 episodes)."""
     c.zoo.num_teachers, c.zoo.epochs, c.zoo.width, c.zoo.save_every = 3, 1, 8, 3
     c.iterations, c.warmup, c.teachers_per_iteration = 3, 1, 2
     c.query = 3

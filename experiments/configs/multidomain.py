@@ -5,7 +5,7 @@
   python experiments/train_free.py --config=experiments/configs/multidomain.py:glyphs \
       --workdir=runs/multidomain_glyphs            # offline, on the embedded glyph domains
 
-Options after ':' (comma-separated): ``1shot`` (default) or ``5shot``; ``smoke`` (seconds-long
+Options after ':' (comma-separated): ``1shot`` (default) or ``5shot``; ``smoke`` (short
 plumbing run: one width-8 teacher per domain, 1 epoch, 3 iterations, 4 episodes; its accuracy means nothing);
 ``glyphs`` (offline MD on the two embedded domains ``glyphs`` + ``glyphs_outline``, no data
 needed; ``glyphs,smoke`` is the tested plumbing run).
@@ -34,7 +34,8 @@ iteration, meta-val every 20.
 
 Runtime (estimated, not measured): a few hours on one modern GPU; days on a 2-core CPU. The
 ``glyphs`` variant (28 px data, 32 px common size, 20 teachers) takes tens of minutes on 2 CPU
-cores; ``glyphs,smoke`` about a minute.
+cores; ``glyphs,smoke`` about 2.5 CPU-minutes (mostly XLA compiles; ~5 min wall on a loaded
+2-core machine).
 
 Expected: paper (SPEC §7, third-party index, unverified) MD 5-way 1-shot 31.51 % (mean over
 domains); no 5-shot figure is quoted in SPEC §7. No reference figure exists for the glyph variant.
@@ -55,7 +56,7 @@ def _parse(arg: str) -> set[str]:
 
 
 def _shrink_for_smoke(c) -> None:
-    """Seconds-long plumbing run (one teacher per domain, 3 iterations, 4 episodes per domain)."""
+    """Plumbing run (one teacher per domain, 3 iterations, 4 episodes per domain)."""
     c.zoo.num_teachers, c.zoo.epochs, c.zoo.width = len(c.datasets), 1, 8
     c.zoo.save_every = c.zoo.num_teachers
     c.iterations, c.warmup, c.teachers_per_iteration = 3, 1, 2
