@@ -1,6 +1,5 @@
 """experiments/evaluate.py and its library function, on a saved glyphs:smoke run."""
 import importlib.util
-import json
 import os
 import subprocess
 import sys
