@@ -23,9 +23,9 @@ def glyph_config(arg="smoke"):
 
 
 @pytest.fixture(scope="module")
-def saved_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("glyphs_smoke")
-    results = loop.run(glyph_config(), workdir, log=lambda *_: None)
+def saved_run(glyph_smoke_run):
+    """The session's shared glyphs:smoke run (tests/conftest.py); evaluation only reads it."""
+    workdir, results, _ = glyph_smoke_run
     return workdir, results
 
 

@@ -64,22 +64,11 @@ def smoke_config(zoo_path, **overrides):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    """One whole smoke run (3 iterations, warm-up 1, meta-val every iteration)."""
-    root = tmp_path_factory.mktemp("free")
-    calls = []
-    original = evaldata.load_eval_domains
-
-    def spy(config, split, *args, **kwargs):
-        calls.append(split)
-        return original(config, split, *args, **kwargs)
-
-    evaldata.load_eval_domains = spy
-    try:
-        results = loop.run(smoke_config(root / "zoo"), root / "run", log=lambda *_: None)
-    finally:
-        evaldata.load_eval_domains = original
-    return root, results, calls
+def uninterrupted(glyph_smoke_run):
+    """The shared whole smoke run (3 iterations, warm-up 1, meta-val every iteration), as
+    (root, results, eval splits); its workdir is root/"run" and its zoo root/"run"/"zoo"."""
+    workdir, results, calls = glyph_smoke_run
+    return workdir.parent, results, calls
 
 
 @pytest.mark.slow
@@ -111,8 +100,8 @@ def test_meta_validation_not_meta_test_selects_the_checkpoint(uninterrupted):
 def test_interrupted_and_resumed_run_equals_uninterrupted(uninterrupted, tmp_path):
     root, results, _ = uninterrupted
     interrupted = tmp_path / "run"
-    loop.run(smoke_config(root / "zoo", iterations=2), interrupted, log=lambda *_: None)   # "killed" after 2
-    resumed = loop.run(smoke_config(root / "zoo"), interrupted, log=lambda *_: None)
+    loop.run(smoke_config(root / "run" / "zoo", iterations=2), interrupted, log=lambda *_: None)   # "killed" after 2
+    resumed = loop.run(smoke_config(root / "run" / "zoo"), interrupted, log=lambda *_: None)
     assert resumed["test"] == results["test"]
     assert (resumed["best_step"], resumed["best_val"]) == (results["best_step"], results["best_val"])
     read = lambda path: [json.loads(line) for line in path.read_text().splitlines()]
@@ -137,7 +126,7 @@ def _final_state(workdir):
 def test_non_finite_loss_stops_naming_the_phase_and_keeps_last_good_checkpoint(uninterrupted, tmp_path):
     root, _, _ = uninterrupted
     with pytest.raises(loop.NonFiniteLossError, match=r"kd_update_norm = (inf|nan) at iteration 1, in the alignment"):
-        loop.run(smoke_config(root / "zoo", beta_align=float("inf")), tmp_path / "bad", log=lambda *_: None)
+        loop.run(smoke_config(root / "run" / "zoo", beta_align=float("inf")), tmp_path / "bad", log=lambda *_: None)
     assert checkpointing.TrainingCheckpoints(tmp_path / "bad" / "checkpoints").latest_step() == 1
 
 
@@ -145,6 +134,6 @@ def test_non_finite_loss_stops_naming_the_phase_and_keeps_last_good_checkpoint(u
 def test_mismatched_zoo_or_checkpoint_is_a_clear_error(uninterrupted):
     root, _, _ = uninterrupted
     with pytest.raises(ValueError, match="way"):
-        loop.run(smoke_config(root / "zoo", way=4), root / "other", log=lambda *_: None)
+        loop.run(smoke_config(root / "run" / "zoo", way=4), root / "other", log=lambda *_: None)
     with pytest.raises(checkpointing.CheckpointError, match="different configuration|written for"):
-        loop.run(smoke_config(root / "zoo", meta_width=16), root / "run", log=lambda *_: None)
+        loop.run(smoke_config(root / "run" / "zoo", meta_width=16), root / "run", log=lambda *_: None)
