@@ -22,7 +22,7 @@ def get_config(arg: str = ""):
     if "full" not in options:                     # the CPU demo
         c.data_options = {"image_size": 28, "channels": 1}
         c.image_size = 28
-        c.zoo.num_teachers, c.zoo.epochs, c.zoo.width = 20, 15, 32
+        c.zoo.num_teachers, c.zoo.epochs, c.zoo.width, c.zoo.batch_size = 20, 20, 32, 64
         c.iterations, c.warmup, c.teachers_per_iteration = 60, 5, 4
         c.inversion.update(images_per_class=20, nz=64, ngf=32, k=5)
         c.replay.update(tasks_per_batch=4, batches=3)
