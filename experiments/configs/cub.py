@@ -24,43 +24,14 @@ Runtime (estimated, not measured): a few hours on one modern GPU; several days o
 Expected: SPEC §7 quotes no CUB figure (the paper reports CUB 1- and 5-shot gains of 1.42-4.78
 points over the prior state of the art).
 """
-from free_jax.training.config import base_config
+from free_jax.training.config import parse_options, scenario_config, shrink_for_smoke
 
 _OPTIONS = ("1shot", "5shot", "smoke")
 
 
-def _parse(arg: str) -> set[str]:
-    options = {part.strip() for part in arg.split(",") if part.strip()}
-    unknown = options - set(_OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown config options {sorted(unknown)}; use any of {', '.join(_OPTIONS)}")
-    if {"1shot", "5shot"} <= options:
-        raise ValueError("choose one of 1shot and 5shot, not both")
-    return options
-
-
-def _shrink_for_smoke(c) -> None:
-    """Plumbing run on the real data (tiny zoo, 3 iterations, 4 episodes)."""
-    c.zoo.num_teachers, c.zoo.epochs, c.zoo.width, c.zoo.save_every = 3, 1, 8, 3
-    c.iterations, c.warmup, c.teachers_per_iteration = 3, 1, 2
-    c.query = 3
-    c.inversion.update(images_per_class=4 if c.shot == 1 else 8, nz=16, ngf=8, k=2)
-    c.replay.update(tasks_per_batch=2, batches=2, inner_steps=2)
-    c.eval.update(every=1, val_episodes=4, test_episodes=4, query=3, steps=2)
-    c.checkpoint_every, c.grid_every, c.bank_capacity = 1, 2, 20
-
-
 def get_config(arg: str = ""):
-    options = _parse(arg)
-    c = base_config()
-    c.datasets = ("cub",)
-    c.image_size = 84
-    c.zoo.archs = ("conv4",)
-    c.zoo.num_teachers, c.zoo.epochs = 100, 60
-    c.iterations, c.warmup, c.teachers_per_iteration = 1000, 20, 4
-    c.eval.update(every=20, val_episodes=600, test_episodes=600)
-    c.shot = 5 if "5shot" in options else 1
-    c.eval.test_shots = (c.shot,)
+    options = parse_options(arg, _OPTIONS)
+    c = scenario_config(("cub",), 84, options)
     if "smoke" in options:
-        _shrink_for_smoke(c)
+        shrink_for_smoke(c)
     return c

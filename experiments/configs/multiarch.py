@@ -30,66 +30,24 @@ compiles of the ResNets; about 10 minutes of wall time on a loaded 2-core machin
 Expected: SPEC §7 quotes no MA figure (the paper reports gains of 1.42-4.78 points over the prior
 state of the art in the MA scenario). No reference figure exists for the glyph variant.
 """
-from free_jax.training.config import base_config
+from free_jax.training.config import parse_options, scenario_config, shrink_for_smoke, use_glyph_cpu_demo
 
 _OPTIONS = ("1shot", "5shot", "smoke", "glyphs", "miniimagenet", "cub")
-
-
-def _parse(arg: str) -> set[str]:
-    options = {part.strip() for part in arg.split(",") if part.strip()}
-    unknown = options - set(_OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown config options {sorted(unknown)}; use any of {', '.join(_OPTIONS)}")
-    if {"1shot", "5shot"} <= options:
-        raise ValueError("choose one of 1shot and 5shot, not both")
-    if len(options & {"glyphs", "miniimagenet", "cub"}) > 1:
-        raise ValueError("choose at most one domain among glyphs, miniimagenet, cub (default: CIFAR-FS)")
-    return options
-
-
-def _shrink_for_smoke(c) -> None:
-    """Plumbing run: one width-8 teacher per architecture, warm-up + one FREE iteration, 4 episodes.
-
-    Two iterations, not three: each new mix of architectures among the drawn teachers compiles
-    the recovery and alignment programs again (ResNet compiles dominate a CPU smoke run).
-    """
-    c.zoo.num_teachers, c.zoo.epochs, c.zoo.width, c.zoo.save_every = 3, 1, 8, 3  # width: every arch
-    c.iterations, c.warmup, c.teachers_per_iteration = 2, 1, 3
-    c.query = 3
-    c.inversion.update(images_per_class=4 if c.shot == 1 else 8, nz=16, ngf=8, k=2)
-    c.replay.update(tasks_per_batch=2, batches=2, inner_steps=2)
-    c.eval.update(every=1, val_episodes=4, test_episodes=4, query=3, steps=2)
-    c.checkpoint_every, c.grid_every, c.bank_capacity = 1, 2, 20
+_ARCHS = ("conv4", "resnet10", "resnet18")
 
 
 def get_config(arg: str = ""):
-    options = _parse(arg)
-    c = base_config()
-    c.datasets, c.image_size = ("cifar_fs",), 32
-    if "miniimagenet" in options:
-        c.datasets, c.image_size = ("miniimagenet",), 84
-    if "cub" in options:
-        c.datasets, c.image_size = ("cub",), 84
-    c.zoo.archs = ("conv4", "resnet10", "resnet18")
-    c.zoo.num_teachers, c.zoo.epochs = 100, 60
-    c.iterations, c.warmup, c.teachers_per_iteration = 1000, 20, 4
-    c.eval.update(every=20, val_episodes=600, test_episodes=600)
-    c.shot = 5 if "5shot" in options else 1
+    options = parse_options(arg, _OPTIONS)
+    if len(options & {"glyphs", "miniimagenet", "cub"}) > 1:
+        raise ValueError("choose at most one domain among glyphs, miniimagenet, cub (default: CIFAR-FS)")
+    dataset, size = ("miniimagenet", 84) if "miniimagenet" in options else ("cub", 84) if "cub" in options else ("cifar_fs", 32)
+    c = scenario_config((dataset,), size, options, archs=_ARCHS)
     if "glyphs" in options:
-        c.datasets = ("glyphs",)
-        c.data_options = {"image_size": 28, "channels": 1}
-        c.image_size = 28
-        c.inversion.flip = False                   # mirrored characters are other characters
-        c.zoo.flip = False
-        c.zoo.num_teachers, c.zoo.epochs, c.zoo.width = 21, 15, 32
-        c.iterations, c.warmup = 60, 5
-        c.inversion.update(nz=64, ngf=32)
-        c.replay.update(tasks_per_batch=4, batches=3)
-        c.eval.update(every=20, val_episodes=100, test_episodes=600)
-        c.checkpoint_every, c.grid_every = 20, 60
-    c.eval.test_shots = (c.shot,)
+        use_glyph_cpu_demo(c, num_teachers=21)     # 7 teachers of each architecture
     if "smoke" in options:
-        _shrink_for_smoke(c)
+        # Two iterations (warm-up + one): each new mix of architectures among the drawn teachers
+        # compiles the recovery and alignment programs again (ResNet compiles dominate on CPU).
+        shrink_for_smoke(c, num_teachers=3, iterations=2, teachers_per_iteration=3)
         if "glyphs" in options:
             c.data_options = {"image_size": 16, "channels": 1}
             c.image_size = 16

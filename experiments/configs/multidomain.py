@@ -40,61 +40,22 @@ cores; ``glyphs,smoke`` about 2.5 CPU-minutes (mostly XLA compiles; ~5 min wall 
 Expected: paper (SPEC §7, third-party index, unverified) MD 5-way 1-shot 31.51 % (mean over
 domains); no 5-shot figure is quoted in SPEC §7. No reference figure exists for the glyph variant.
 """
-from free_jax.training.config import base_config
+from free_jax.training.config import parse_options, scenario_config, shrink_for_smoke, use_glyph_cpu_demo
 
 _OPTIONS = ("1shot", "5shot", "smoke", "glyphs")
 
 
-def _parse(arg: str) -> set[str]:
-    options = {part.strip() for part in arg.split(",") if part.strip()}
-    unknown = options - set(_OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown config options {sorted(unknown)}; use any of {', '.join(_OPTIONS)}")
-    if {"1shot", "5shot"} <= options:
-        raise ValueError("choose one of 1shot and 5shot, not both")
-    return options
-
-
-def _shrink_for_smoke(c) -> None:
-    """Plumbing run (one teacher per domain, 3 iterations, 4 episodes per domain)."""
-    c.zoo.num_teachers, c.zoo.epochs, c.zoo.width = len(c.datasets), 1, 8
-    c.zoo.save_every = c.zoo.num_teachers
-    c.iterations, c.warmup, c.teachers_per_iteration = 3, 1, 2
-    c.query = 3
-    c.inversion.update(images_per_class=4 if c.shot == 1 else 8, nz=16, ngf=8, k=2)
-    c.replay.update(tasks_per_batch=2, batches=2, inner_steps=2)
-    c.eval.update(every=1, val_episodes=4, test_episodes=4, query=3, steps=2)
-    c.checkpoint_every, c.grid_every, c.bank_capacity = 1, 2, 20
-
-
 def get_config(arg: str = ""):
-    options = _parse(arg)
-    c = base_config()
-    c.datasets = ("cifar_fs", "miniimagenet", "cub")
-    c.image_size = 84
-    c.zoo.archs = ("conv4",)
-    c.zoo.num_teachers, c.zoo.epochs = 100, 60
-    c.iterations, c.warmup, c.teachers_per_iteration = 1000, 20, 4
-    c.eval.update(every=20, val_episodes=600, test_episodes=600)
-    c.shot = 5 if "5shot" in options else 1
+    options = parse_options(arg, _OPTIONS)
+    c = scenario_config(("cifar_fs", "miniimagenet", "cub"), 84, options)
     if "glyphs" in options:
         # Offline MD: two embedded domains (same characters, solid vs hollow-on-texture), global
         # ids disjoint per domain. The common size (32) differs from the teachers' (28), as the
         # 32 px CIFAR-FS teachers under the real config, so the per-teacher resize runs here too.
-        c.datasets = ("glyphs", "glyphs_outline")
-        c.data_options = {"image_size": 28, "channels": 1}
+        use_glyph_cpu_demo(c, datasets=("glyphs", "glyphs_outline"))
         c.image_size = 32
-        c.inversion.flip = False                   # mirrored characters are other characters
-        c.zoo.flip = False
-        c.zoo.num_teachers, c.zoo.epochs, c.zoo.width = 20, 15, 32
-        c.iterations, c.warmup = 60, 5
-        c.inversion.update(nz=64, ngf=32)
-        c.replay.update(tasks_per_batch=4, batches=3)
-        c.eval.update(every=20, val_episodes=100, test_episodes=600)
-        c.checkpoint_every, c.grid_every = 20, 60
-    c.eval.test_shots = (c.shot,)
     if "smoke" in options:
-        _shrink_for_smoke(c)
+        shrink_for_smoke(c, num_teachers=len(c.datasets))
         if "glyphs" in options:
             c.data_options = {"image_size": 16, "channels": 1}
             c.image_size = 20                      # ≠ 16: the per-teacher resize path runs

@@ -67,3 +67,55 @@ def step_config(config: ml_collections.ConfigDict) -> StepConfig:
                           strategy=config.strategy)
     return StepConfig(inversion=inversion, replay=replay, outer_lr=config.outer_lr, align_lr=config.align_lr,
                       beta_align=config.beta_align, tau=config.tau)
+
+
+# ------------------------------------------------------------ shared pieces of experiment configs
+SHOT_OPTIONS = ("1shot", "5shot")
+
+
+def parse_options(arg: str, allowed) -> set[str]:
+    """The comma-separated options after ':' in ``--config=file.py:opt1,opt2``, validated."""
+    options = {part.strip() for part in arg.split(",") if part.strip()}
+    unknown = options - set(allowed)
+    if unknown:
+        raise ValueError(f"unknown config options {sorted(unknown)}; use any of {', '.join(allowed)}")
+    if set(SHOT_OPTIONS) <= options:
+        raise ValueError("choose one of 1shot and 5shot, not both")
+    return options
+
+
+def scenario_config(datasets, image_size: int, options: set[str], archs=("conv4",)) -> ml_collections.ConfigDict:
+    """SPEC-size FREE run (zoo of 100 × 60 epochs, 1000 iterations) on ``datasets`` at one common
+    ``image_size``; 5-shot replay/evaluation if "5shot" is among ``options``."""
+    c = base_config()
+    c.datasets, c.image_size, c.zoo.archs = tuple(datasets), image_size, tuple(archs)
+    c.shot = 5 if "5shot" in options else 1
+    c.eval.test_shots = (c.shot,)
+    return c
+
+
+def use_glyph_cpu_demo(c, datasets=("glyphs",), num_teachers: int = 20) -> None:
+    """The CPU-sized glyph settings of the README demo: 28×28×1 glyphs, Conv4-32 teachers,
+    small generator, 60 iterations with 3 replay meta-batches of 4 tasks, 100 val episodes."""
+    c.datasets = tuple(datasets)
+    c.data_options = {"image_size": 28, "channels": 1}
+    c.image_size = 28
+    c.inversion.flip = c.zoo.flip = False         # mirrored characters are other characters
+    c.zoo.num_teachers, c.zoo.epochs, c.zoo.width, c.zoo.batch_size = num_teachers, 20, 32, 64
+    c.iterations, c.warmup, c.teachers_per_iteration = 60, 5, 4
+    c.inversion.update(images_per_class=20, nz=64, ngf=32, k=5)
+    c.replay.update(tasks_per_batch=4, batches=3)
+    c.eval.update(every=20, val_episodes=100, test_episodes=600)
+    c.checkpoint_every, c.grid_every = 20, 60
+
+
+def shrink_for_smoke(c, *, num_teachers: int = 3, iterations: int = 3, teachers_per_iteration: int = 2) -> None:
+    """A seconds-to-minutes plumbing run: width-8 teachers trained 1 epoch, a tiny generator and
+    replay, 4 evaluation episodes, a checkpoint and meta-validation every iteration."""
+    c.zoo.num_teachers, c.zoo.epochs, c.zoo.width, c.zoo.save_every = num_teachers, 1, 8, num_teachers
+    c.iterations, c.warmup, c.teachers_per_iteration = iterations, 1, teachers_per_iteration
+    c.query = 3
+    c.inversion.update(images_per_class=4 if c.shot == 1 else 8, nz=16, ngf=8, k=2)
+    c.replay.update(tasks_per_batch=2, batches=2, inner_steps=2)
+    c.eval.update(every=1, val_episodes=4, test_episodes=4, query=3, steps=2)
+    c.checkpoint_every, c.grid_every, c.bank_capacity = 1, 2, 20
