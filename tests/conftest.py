@@ -47,3 +47,13 @@ def glyph_smoke_run(tmp_path_factory):
     finally:
         evaldata.load_eval_domains = original
     return workdir, results, calls
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_compiled_programs():
+    """Drops jit caches after each test module. One pytest process compiles hundreds of XLA:CPU
+    programs; keeping them all alive aborted a full-suite run inside XLA compilation (a resource
+    limit of the CPU JIT), so each module starts with only what it compiles itself."""
+    yield
+    import jax
+    jax.clear_caches()
