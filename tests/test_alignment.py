@@ -33,7 +33,7 @@ def to_f64(tree):
 
 
 def test_alignment_equals_hand_written_sequential_adam():
-    # float64: conv biases before BN get ~0 gradients that Adam would scale float32 noise up.
+    # float64: Adam divides by √v, so near-zero gradient entries would amplify float32 noise.
     with jax.enable_x64(True):
         _check_alignment_by_hand()
 

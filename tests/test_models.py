@@ -8,7 +8,7 @@ from free_jax import models
 
 
 def conv4_param_count(channels, width, feature_side, classes):
-    convs = (3 * 3 * channels * width + width) + 3 * (3 * 3 * width * width + width)
+    convs = 3 * 3 * channels * width + 3 * (3 * 3 * width * width)     # no conv bias before BN
     bns = 4 * 2 * width
     return convs + bns + feature_side * feature_side * width * classes + classes
 
@@ -77,7 +77,7 @@ def test_running_stats_update_and_bn_input_taps():
     # First BN input = the first conv's output; check its batch mean/var by hand.
     conv_params = variables["params"]["Conv_0"]
     conv_out = jax.lax.conv_general_dilated(x, conv_params["kernel"], (1, 1), "SAME",
-                                            dimension_numbers=("NHWC", "HWIO", "NHWC")) + conv_params["bias"]
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
     np.testing.assert_allclose(taps[0]["batch_mean"], conv_out.mean((0, 1, 2)), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(taps[0]["batch_var"], conv_out.var((0, 1, 2)), rtol=1e-4, atol=1e-5)
     n = conv_out.size // conv_out.shape[-1]

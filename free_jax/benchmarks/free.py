@@ -4,7 +4,8 @@ One group of 4 Conv4-64 teachers at 32×32×3 (random-init weights: no step's co
 weight values), a Conv4-32 meta-learner, FIVE with 100 images per teacher (5-way × 20,
 nz 256, ngf 64, k = 5), BELL alignment, and MAML replay of R fixed meta-batches of 10 5-way
 1-shot tasks (15 queries, 5 inner steps, second order) from a uint8 bank of 64 classes × 400.
-Each phase is the training loop's jitted program (``free_jax.training.step``), called through
+Each phase is the training loop's jitted program (``free_jax.training.step``; replay: a host loop
+over one jitted meta-batch program), called through
 ``run_phases`` with a blocking timer, as ``free_jax.training.loop`` does. First, one
 non-warm-up iteration fills the bank; before each of its phases the phase's program is lowered
 and compiled alone (the reported compile time). Then iterations are timed and medians taken.
@@ -25,8 +26,8 @@ from free_jax.benchmarks import harness
 from free_jax.inversion import InversionConfig
 from free_jax.meta.replay import ReplayConfig
 from free_jax.training.state import init_state
-from free_jax.training.step import (StepConfig, advance, align_phase, recover_phase, replay_phase,
-                                    run_phases)
+from free_jax.training.step import (StepConfig, advance, align_phase, recover_phase, replay_batch_phase,
+                                    replay_phase, run_phases)
 from free_jax.zoo.group import TeacherGroup
 
 # The authors' PyTorch FREE on this CPU (../shared/MEASUREMENTS.md), seconds.
@@ -85,7 +86,7 @@ def run(small: bool = False) -> str:
     memory.check_can_sample(state.bank, rep.way, rep.shot, rep.query)
     compile_s["alignment"], _ = harness.time_compile(align_phase, state, groups, per_group_images, config)
     state, _ = harness.block(align_phase(state, groups, per_group_images, config))
-    compile_s["replay"], _ = harness.time_compile(replay_phase, state, config)
+    compile_s["replay"], _ = harness.time_compile(replay_batch_phase, state, jnp.asarray(0, jnp.int32), config)
     state, _ = harness.block(replay_phase(state, config))
     state = advance(state)
     fill_s = time.perf_counter() - start

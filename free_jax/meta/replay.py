@@ -4,9 +4,17 @@ Each meta-batch samples ``tasks_per_batch`` N-way K-shot tasks from the bank, ad
 support set (``free_jax.meta.maml``, second order by default), and applies
 ∇_θ Σ_tasks L_query(θ_adapted) through the persistent outer optimiser.
 
-Budget: a fixed R meta-batches per iteration (``lax.scan``; the default), or the released code's
-patience rule — continue until the training query accuracy has not improved for ``patience``
-meta-batches in a row — capped at ``max_batches`` (``lax.while_loop``).
+Budget: a fixed R meta-batches per iteration (the default), or the released code's patience
+rule — continue until the training query accuracy has not improved for ``patience``
+meta-batches in a row — capped at R. Meta-batch ``i`` draws its tasks with
+``fold_in(key, i)``, so the two ways of running the R meta-batches compute the same thing:
+
+- ``replay``: all of them inside one jitted program (``lax.scan`` / ``lax.while_loop``); used by
+  the fused ``free_iteration``;
+- ``replay_batch`` once per meta-batch from a host loop (``free_jax.training.step.replay_phase``,
+  what the training loop runs). On XLA:CPU a meta-batch inside the scan measured 6.8× slower than
+  the same meta-batch as its own jitted program (27.8 s vs 4.1 s, BENCHMARKS.md), because loop
+  bodies get non-default convolution layouts; the host loop costs one dispatch per meta-batch.
 """
 from __future__ import annotations
 
@@ -37,20 +45,23 @@ class ReplayConfig:
     strategy: str = "auto"
 
 
-def _meta_batch_step(meta_learner: MetaLearner, optimizer: optax.GradientTransformation,
-                     config: ReplayConfig, bank: memory.MemoryBank):
-    logits_fn = meta_learner.logits_fn()
+def replay_batch(meta_learner: MetaLearner, opt_state, optimizer: optax.GradientTransformation,
+                 bank: memory.MemoryBank, key: jax.Array, index, config: ReplayConfig):
+    """Meta-batch number ``index``: sample ``tasks_per_batch`` tasks with ``fold_in(key, index)``,
 
-    def step(params, opt_state, key):
-        support_x, support_y, query_x, query_y = memory.sample_tasks(
-            bank, key, config.tasks_per_batch, config.way, config.shot, config.query)
-        tasks = maml.Task(support_x, support_y, query_x, query_y)
-        grads, metrics = maml.meta_gradient(logits_fn, params, tasks, config.inner_steps, config.inner_lr,
-                                            config.first_order, strategy=config.strategy)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, metrics
+        g = ∇_θ Σ_tasks L_query(θ − α ∇_θ L_support(θ) …)   (``inner_steps`` SGD steps, α = inner_lr),
 
-    return step
+    and one step of the persistent outer optimiser. Returns (params, opt_state, metrics) with the
+    meta-batch's mean query ``loss`` and ``accuracy``.
+    """
+    support_x, support_y, query_x, query_y = memory.sample_tasks(
+        bank, jax.random.fold_in(key, index), config.tasks_per_batch, config.way, config.shot, config.query)
+    tasks = maml.Task(support_x, support_y, query_x, query_y)
+    params = meta_learner.params
+    grads, metrics = maml.meta_gradient(meta_learner.logits_fn(), params, tasks, config.inner_steps,
+                                        config.inner_lr, config.first_order, strategy=config.strategy)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, metrics
 
 
 def replay(meta_learner: MetaLearner, opt_state, optimizer: optax.GradientTransformation,
@@ -61,16 +72,17 @@ def replay(meta_learner: MetaLearner, opt_state, optimizer: optax.GradientTransf
     classes hold ``shot + query`` images. metrics: mean query loss/accuracy over the batches run
     and ``batches`` (how many ran).
     """
-    step = _meta_batch_step(meta_learner, optimizer, config, bank)
+    def step(params, opt_state, index):
+        return replay_batch(meta_learner.replace_params(params), opt_state, optimizer, bank, key, index, config)
+
     params = meta_learner.params
     if config.patience <= 0:
-        def body(carry, batch_key):
+        def body(carry, index):
             params, opt_state = carry
-            params, opt_state, metrics = step(params, opt_state, batch_key)
+            params, opt_state, metrics = step(params, opt_state, index)
             return (params, opt_state), metrics
 
-        (params, opt_state), metrics = jax.lax.scan(body, (params, opt_state),
-                                                     jax.random.split(key, config.batches))
+        (params, opt_state), metrics = jax.lax.scan(body, (params, opt_state), jnp.arange(config.batches))
         return params, opt_state, {"replay_loss": jnp.mean(metrics["loss"]),
                                    "replay_accuracy": jnp.mean(metrics["accuracy"]),
                                    "replay_batches": jnp.asarray(config.batches, jnp.int32)}
@@ -81,7 +93,7 @@ def replay(meta_learner: MetaLearner, opt_state, optimizer: optax.GradientTransf
 
     def body(carry):
         params, opt_state, count, since_best, best, loss_sum, acc_sum = carry
-        params, opt_state, metrics = step(params, opt_state, jax.random.fold_in(key, count))
+        params, opt_state, metrics = step(params, opt_state, count)
         improved = metrics["accuracy"] > best
         return (params, opt_state, count + 1, jnp.where(improved, 0, since_best + 1),
                 jnp.maximum(best, metrics["accuracy"]), loss_sum + metrics["loss"], acc_sum + metrics["accuracy"])

@@ -14,6 +14,9 @@ class Conv4(nn.Module):
       width: channels of every conv block (32 for the meta-learner, 64 for teachers).
     The head is a linear layer on the flattened final feature map, as in reference MAML, so its
     input size depends on the image size (2·2·width at 32 px, 5·5·width at 84 px).
+    The convolutions have no bias: BN subtracts the batch (or running) mean right after, so a bias
+    there changes nothing but receives a pure rounding-noise gradient, which Adam normalises into
+    full learning-rate steps (PyTorch's Conv4 keeps it; the functions are the same).
     """
 
     num_classes: int
@@ -24,7 +27,7 @@ class Conv4(nn.Module):
         if min(x.shape[1:3]) < 16:
             raise ValueError(f"Conv4 needs images of at least 16×16 (four 2× poolings), got {x.shape[1:3]}")
         for _ in range(4):
-            x = nn.Conv(self.width, (3, 3), padding="SAME")(x)
+            x = nn.Conv(self.width, (3, 3), padding="SAME", use_bias=False)(x)
             x = BatchNorm()(x, bn_mode)
             x = nn.relu(x)
             x = max_pool_2x2(x)

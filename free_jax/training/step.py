@@ -18,7 +18,7 @@ import optax
 from free_jax import memory
 from free_jax.inversion import InversionConfig, invert, meta_update_generator
 from free_jax.meta.alignment import alignment_gradient
-from free_jax.meta.replay import ReplayConfig, replay
+from free_jax.meta.replay import ReplayConfig, replay, replay_batch
 from free_jax.training.state import FreeState, outer_optimizer
 from free_jax.zoo.group import TeacherGroup
 
@@ -72,16 +72,49 @@ def align_phase(state: FreeState, groups: Sequence[TeacherGroup], per_group_imag
     return state, metrics
 
 
-@functools.partial(jax.jit, static_argnames=("config",), donate_argnames=("state",))
-def replay_phase(state: FreeState, config: StepConfig):
-    """BELL replay: MAML meta-batches from the bank through the same persistent Adam; step += 1."""
-    replay_key = _keys(state)[2]
+def _replay_in_one_program(state: FreeState, config: StepConfig):
+    """BELL replay, all R meta-batches inside the caller's jitted program (the fused iteration)."""
     params, meta_opt_state, metrics = replay(state.meta_learner, state.meta_opt_state,
-                                             outer_optimizer(config.outer_lr), state.bank, replay_key,
+                                             outer_optimizer(config.outer_lr), state.bank, _keys(state)[2],
                                              config.replay)
     state = state.replace(meta_learner=state.meta_learner.replace_params(params),
                           meta_opt_state=meta_opt_state)
     return state, metrics
+
+
+@functools.partial(jax.jit, static_argnames=("config",), donate_argnames=("state",))
+def replay_batch_phase(state: FreeState, index: jax.Array, config: StepConfig):
+    """One replay meta-batch (number ``index``) through the persistent outer Adam."""
+    params, meta_opt_state, metrics = replay_batch(state.meta_learner, state.meta_opt_state,
+                                                   outer_optimizer(config.outer_lr), state.bank, _keys(state)[2],
+                                                   index, config.replay)
+    state = state.replace(meta_learner=state.meta_learner.replace_params(params),
+                          meta_opt_state=meta_opt_state)
+    return state, metrics
+
+
+def replay_phase(state: FreeState, config: StepConfig):
+    """BELL replay: MAML meta-batches from the bank through the same persistent Adam.
+
+    A host loop over the jitted ``replay_batch_phase`` (one compiled program, the meta-batch index
+    is a traced argument); computes what ``free_jax.meta.replay.replay`` computes inside one
+    program, several times faster on XLA:CPU (see that module). The fixed budget never waits for
+    the device; the patience rule reads each meta-batch's accuracy (one sync per meta-batch).
+    """
+    rc = config.replay
+    loss_sum = accuracy_sum = 0.0
+    best, since_best, count = -1.0, 0, 0
+    while count < rc.batches:
+        state, metrics = replay_batch_phase(state, jnp.asarray(count, jnp.int32), config)
+        loss_sum, accuracy_sum, count = loss_sum + metrics["loss"], accuracy_sum + metrics["accuracy"], count + 1
+        if rc.patience > 0:
+            accuracy = float(metrics["accuracy"])
+            since_best = 0 if accuracy > best else since_best + 1
+            best = max(best, accuracy)
+            if since_best >= rc.patience:
+                break
+    return state, {"replay_loss": loss_sum / count, "replay_accuracy": accuracy_sum / count,
+                   "replay_batches": jnp.asarray(count, jnp.int32)}
 
 
 def advance(state: FreeState) -> FreeState:
@@ -92,7 +125,7 @@ def _iteration(state, groups, config, warmup):
     state, per_group_images, metrics = recover_phase.__wrapped__(state, groups, config, warmup)
     if not warmup:
         state, align_metrics = align_phase.__wrapped__(state, groups, per_group_images, config)
-        state, replay_metrics = replay_phase.__wrapped__(state, config)
+        state, replay_metrics = _replay_in_one_program(state, config)
         metrics = {**metrics, **align_metrics, **replay_metrics}
     return advance(state), metrics
 
