@@ -12,7 +12,6 @@ and compiled alone (the reported compile time). Then iterations are timed and me
 """
 from __future__ import annotations
 
-import collections
 import os
 import statistics
 import time
@@ -26,7 +25,7 @@ from free_jax.benchmarks import harness
 from free_jax.inversion import InversionConfig
 from free_jax.meta.replay import ReplayConfig
 from free_jax.training.state import init_state
-from free_jax.training.step import (StepConfig, advance, align_phase, recover_phase, replay_batch_phase,
+from free_jax.training.step import (PhaseTimer, StepConfig, advance, align_phase, recover_phase, replay_batch_phase,
                                     replay_phase, run_phases)
 from free_jax.zoo.group import TeacherGroup
 
@@ -91,13 +90,7 @@ def run(small: bool = False) -> str:
     state = advance(state)
     fill_s = time.perf_counter() - start
 
-    phase_seconds = collections.defaultdict(list)
-
-    def timer(name, fn):
-        begin = time.perf_counter()
-        out = harness.block(fn())
-        phase_seconds[name].append(time.perf_counter() - begin)
-        return out
+    timer = PhaseTimer()
 
     totals = []
     for _ in range(s["iterations"]):
@@ -106,7 +99,7 @@ def run(small: bool = False) -> str:
         harness.block(state)
         totals.append(time.perf_counter() - begin)
     finite = all(np.isfinite(float(v)) for v in metrics.values())
-    median = {name: statistics.median(values) for name, values in phase_seconds.items()}
+    median = {name: statistics.median(values) for name, values in timer.seconds.items()}
     total = statistics.median(totals)
     tasks = rep.tasks_per_batch * rep.batches
 

@@ -50,7 +50,7 @@ class BaselineResult:
     Attributes:
       images: (T, B, H, W, C) in [0, 1]. labels: (T, B) global class ids.
       accuracy_history: (T, steps + 1): teacher accuracy on the clean images after 0..steps steps.
-      final: the final per-teacher state (generator baseline) or pixel parameters.
+      final: the final per-teacher state (generator baseline) or (pixels, Adam state) (pixel baseline).
     """
 
     images: jnp.ndarray
@@ -117,33 +117,19 @@ def invert_fresh_generator(key: jax.Array, teacher: TeacherGroup, config: Invers
     lr = config.fresh_lr if lr is None else lr
     image_shape = tuple(teacher.image_shape if image_shape is None else image_shape)
     group_shape = tuple(teacher.image_shape)
-    targets = relative_targets(config)
 
-    def one(variables, mean, std, teacher_key):
-        init_key, z_key, loop_key = jax.random.split(teacher_key, 3)
-        gen_params, _ = init_generator(init_key, config, image_shape)
+    def init(init_key, variables, mean, std):
+        gen_key, z_key = jax.random.split(init_key)
+        gen_params, _ = init_generator(gen_key, config, image_shape)
         z = jax.random.normal(z_key, (config.batch_size, config.nz), jnp.float32)
-        state = init_generator_inversion(gen_params, z, config, lr)
+        return init_generator_inversion(gen_params, z, config, lr)
 
-        def body(state, index):
-            new_state, _ = generator_inversion_step(
-                state, jax.random.fold_in(loop_key, index), variables, mean, std,
-                module=teacher.module, image_shape=group_shape, config=config, lr=lr)
-            images = generate(state.gen_params, state.z, config)
-            acc, _ = teacher_accuracy(images, variables, mean, std, targets,
-                                      module=teacher.module, image_shape=group_shape)
-            return new_state, acc
+    def step(state, step_key, variables, mean, std):
+        return generator_inversion_step(state, step_key, variables, mean, std, module=teacher.module,
+                                        image_shape=group_shape, config=config, lr=lr)[0]
 
-        state, history = jax.lax.scan(body, state, jnp.arange(steps))
-        images = generate(state.gen_params, state.z, config)
-        final_acc, _ = teacher_accuracy(images, variables, mean, std, targets,
-                                        module=teacher.module, image_shape=group_shape)
-        return images, jnp.append(history, final_acc), state
-
-    images, history, final = map_leading(one, teacher.variables, teacher.mean, teacher.std,
-                                         jax.random.split(key, teacher.size), strategy=config.strategy)
-    return BaselineResult(images=images, labels=jnp.asarray(teacher.class_ids)[:, targets],
-                          accuracy_history=history, final=final)
+    return _optimise_each_teacher(key, teacher, config, steps, init, step,
+                                  lambda state, mean, std: generate(state.gen_params, state.z, config))
 
 
 def pixel_inversion_loss(pixels, key, teacher_variables, targets, *, module,
@@ -171,28 +157,42 @@ def invert_pixels(key: jax.Array, teacher: TeacherGroup, config: InversionConfig
     targets = relative_targets(config)
     shape = tuple(teacher.image_shape)
     optimizer = optax.adam(config.pixel_lr, b1=config.betas[0], b2=config.betas[1])
+    bounds = lambda mean, std: ((0.0 - mean) / std, (1.0 - mean) / std)
+
+    def init(init_key, variables, mean, std):
+        pixels = jnp.clip(jax.random.normal(init_key, (config.batch_size, *shape), jnp.float32), *bounds(mean, std))
+        return pixels, optimizer.init(pixels)
+
+    def step(state, step_key, variables, mean, std):
+        pixels, opt_state = state
+        grads = jax.grad(lambda x: pixel_inversion_loss(x, step_key, variables, targets, module=teacher.module,
+                                                        config=config)[0])(pixels)
+        updates, opt_state = optimizer.update(grads, opt_state, pixels)
+        return jnp.clip(optax.apply_updates(pixels, updates), *bounds(mean, std)), opt_state
+
+    return _optimise_each_teacher(key, teacher, config, steps, init, step,
+                                  lambda state, mean, std: jnp.clip(state[0] * std + mean, 0.0, 1.0))
+
+
+def _optimise_each_teacher(key, teacher: TeacherGroup, config: InversionConfig, steps: int, init, step,
+                           images_of) -> BaselineResult:
+    """The baselines' shared driver, per teacher t (key ``split(key, T)[t]``, ``map_leading``):
+    ``state = init(init_key, variables, mean, std)``, then ``steps`` times
+    ``state = step(state, fold_in(loop_key, i), variables, mean, std)``, recording the teacher's
+    accuracy on ``images_of(state, mean, std)`` (clean, in [0, 1]) before every step and after the last."""
+    targets = relative_targets(config)
+    shape = tuple(teacher.image_shape)
 
     def one(variables, mean, std, teacher_key):
         init_key, loop_key = jax.random.split(teacher_key)
-        low, high = (0.0 - mean) / std, (1.0 - mean) / std
-        pixels = jax.random.normal(init_key, (config.batch_size, *shape), jnp.float32)
-        pixels = jnp.clip(pixels, low, high)
-        grad_fn = jax.grad(lambda x, k: pixel_inversion_loss(
-            x, k, variables, targets, module=teacher.module, config=config)[0])
+        accuracy = lambda state: teacher_accuracy(images_of(state, mean, std), variables, mean, std, targets,
+                                                  module=teacher.module, image_shape=shape)[0]
 
-        def body(carry, index):
-            pixels, opt_state = carry
-            acc, _ = teacher_accuracy(pixels * std + mean, variables, mean, std, targets,
-                                      module=teacher.module, image_shape=shape)
-            updates, opt_state = optimizer.update(grad_fn(pixels, jax.random.fold_in(loop_key, index)),
-                                                  opt_state, pixels)
-            return (jnp.clip(optax.apply_updates(pixels, updates), low, high), opt_state), acc
+        def body(state, index):
+            return step(state, jax.random.fold_in(loop_key, index), variables, mean, std), accuracy(state)
 
-        (pixels, _), history = jax.lax.scan(body, (pixels, optimizer.init(pixels)), jnp.arange(steps))
-        images = jnp.clip(pixels * std + mean, 0.0, 1.0)
-        final_acc, _ = teacher_accuracy(images, variables, mean, std, targets,
-                                        module=teacher.module, image_shape=shape)
-        return images, jnp.append(history, final_acc), pixels
+        state, history = jax.lax.scan(body, init(init_key, variables, mean, std), jnp.arange(steps))
+        return images_of(state, mean, std), jnp.append(history, accuracy(state)), state
 
     images, history, final = map_leading(one, teacher.variables, teacher.mean, teacher.std,
                                          jax.random.split(key, teacher.size), strategy=config.strategy)

@@ -8,7 +8,6 @@ and resumed run computes exactly what an uninterrupted one does.
 """
 from __future__ import annotations
 
-import collections
 import functools
 import json
 import math
@@ -26,7 +25,7 @@ from free_jax.training import evaldata, results as results_lib
 from free_jax.training.config import step_config
 from free_jax.training.logging import MetricsWriter, Progress
 from free_jax.training.state import init_state
-from free_jax.training.step import recover_phase, run_phases
+from free_jax.training.step import PhaseTimer, recover_phase, run_phases
 from free_jax.zoo import build_or_load_zoo
 from free_jax.zoo.store import Zoo
 
@@ -106,13 +105,7 @@ def run(config, workdir: str | Path, *, log=print) -> dict:
     writer = MetricsWriter(workdir, start)
     progress = Progress(config.iterations, start)
     sample_key = jax.random.fold_in(jax.random.key(config.seed), 7)
-    phase_seconds = collections.defaultdict(list)
-
-    def timed(name, fn):
-        begin = time.perf_counter()
-        out = jax.block_until_ready(fn())
-        phase_seconds[name].append(time.perf_counter() - begin)
-        return out
+    timed = PhaseTimer()
 
     for step in range(start, config.iterations):
         warmup = step < config.warmup
@@ -153,7 +146,7 @@ def run(config, workdir: str | Path, *, log=print) -> dict:
     for shot in config.eval.test_shots:
         tests[shot] = {"free": timed("evaluation", lambda: evaldata.evaluate_domains(selected, test_domains, shot, config)),
                        "random_init": evaldata.evaluate_domains(random_init, test_domains, shot, config)}
-    report = results_lib.build_report(config, tests, best_val, best_step, phase_seconds, start)
+    report = results_lib.build_report(config, tests, best_val, best_step, timed.seconds, start)
     (workdir / "results.md").write_text(report["markdown"])
     (workdir / "results.json").write_text(json.dumps(report["json"], indent=2))
     log(report["markdown"])

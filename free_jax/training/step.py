@@ -7,8 +7,10 @@ Randomness: the iteration key ``fold_in(key, step)`` is split into (recovery, al
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
+import time
 from typing import Sequence
 
 import jax
@@ -134,6 +136,20 @@ free_iteration = jax.jit(_iteration, static_argnames=("config", "warmup"), donat
 free_iteration.__doc__ = """One whole FREE iteration as one jitted program: (state, groups) -> (state, metrics).
 
 During warm-up only FIVE runs (no adversarial term, nothing stored, θ untouched)."""
+
+
+class PhaseTimer:
+    """``timer(name, fn)``: runs ``fn()``, waits for its arrays, and appends the wall seconds to
+    ``timer.seconds[name]`` (the per-phase times of the training loop and the benchmark)."""
+
+    def __init__(self):
+        self.seconds = collections.defaultdict(list)
+
+    def __call__(self, name: str, fn):
+        begin = time.perf_counter()
+        out = jax.block_until_ready(fn())
+        self.seconds[name].append(time.perf_counter() - begin)
+        return out
 
 
 def run_phases(state: FreeState, groups, config: StepConfig, warmup: bool, timer=None):
