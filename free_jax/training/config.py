@@ -96,7 +96,12 @@ def scenario_config(datasets, image_size: int, options: set[str], archs=("conv4"
 
 def use_glyph_cpu_demo(c, datasets=("glyphs",), num_teachers: int = 20) -> None:
     """The CPU-sized glyph settings of the README demo: 28×28×1 glyphs, Conv4-32 teachers,
-    small generator, 60 iterations with 3 replay meta-batches of 4 tasks, 100 val episodes."""
+    small generator, 60 iterations with 10 replay meta-batches of 4 tasks, 100 val episodes.
+
+    Replay is where the meta-learner learns to adapt at SPEC's lr 0.01: at 3 meta-batches per
+    iteration the demo's meta-test margin over random init was 1.5 points (1-shot), at 10 it
+    was 3.4 (same zoo); a generator of ngf 16 instead of 32 recovered images the teachers
+    classified far less reliably (≈0.62 vs ≈0.83) and left replay at chance."""
     c.datasets = tuple(datasets)
     c.data_options = {"image_size": 28, "channels": 1}
     c.image_size = 28
@@ -104,7 +109,7 @@ def use_glyph_cpu_demo(c, datasets=("glyphs",), num_teachers: int = 20) -> None:
     c.zoo.num_teachers, c.zoo.epochs, c.zoo.width, c.zoo.batch_size = num_teachers, 20, 32, 64
     c.iterations, c.warmup, c.teachers_per_iteration = 60, 5, 4
     c.inversion.update(images_per_class=20, nz=64, ngf=32, k=5)
-    c.replay.update(tasks_per_batch=4, batches=3)
+    c.replay.update(tasks_per_batch=4, batches=10)
     c.eval.update(every=20, val_episodes=100, test_episodes=600)
     c.checkpoint_every, c.grid_every = 20, 60
 
