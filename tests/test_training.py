@@ -52,11 +52,11 @@ def test_phased_iteration_equals_fused_iteration():
     assert set(metrics) >= {"inv_ce", "kd_loss", "replay_loss", "replay_accuracy"}
 
 
-@pytest.mark.parametrize("patience", [0, 1])
-def test_replay_host_loop_equals_replay_in_one_program(patience):
+def test_replay_host_loop_with_patience_equals_replay_in_one_program():
     """The training loop's replay (a host loop over one jitted meta-batch) computes what the
-    fused iteration's replay (lax.scan / lax.while_loop) does, for the fixed budget and the
-    patience rule (same number of meta-batches run)."""
+    fused iteration's replay (lax.while_loop) does under the patience rule, stopping after the
+    same number of meta-batches (the fixed budget's lax.scan: the phased == fused test above)."""
+    patience = 1
     make, group, config = tiny_setup()
     config = dataclasses.replace(config, replay=dataclasses.replace(config.replay, batches=4, patience=patience))
     state, _, _ = step_lib.recover_phase(make(), [group], config, False)     # fills the bank
@@ -65,8 +65,6 @@ def test_replay_host_loop_equals_replay_in_one_program(patience):
     fused, fused_metrics = jax.jit(step_lib._replay_in_one_program, static_argnames="config")(copy, config)
     assert int(host_metrics["replay_batches"]) == int(fused_metrics["replay_batches"])
     assert 1 <= int(host_metrics["replay_batches"]) <= 4
-    if patience == 0:
-        assert int(host_metrics["replay_batches"]) == 4
     for name in ("replay_loss", "replay_accuracy"):
         np.testing.assert_allclose(host_metrics[name], fused_metrics[name], rtol=1e-4, atol=1e-5)
     chex.assert_trees_all_close(host.meta_learner.params, fused.meta_learner.params, rtol=1e-4, atol=1e-5)
