@@ -11,8 +11,8 @@ meta-batches in a row — capped at R. Meta-batch ``i`` draws its tasks with
 
 - ``replay``: all of them inside one jitted program (``lax.scan`` / ``lax.while_loop``); used by
   the fused ``free_iteration``;
-- ``replay_batch`` once per meta-batch from a host loop (``free_jax.training.step.replay_phase``,
-  what the training loop runs). On XLA:CPU a meta-batch inside the scan measured 6.8× slower than
+- ``replay_on_host``: one jitted ``replay_batch`` per meta-batch from a Python loop (what the
+  training loop runs, ``free_jax.training.step.replay_phase``). On XLA:CPU a meta-batch inside the scan measured 6.8× slower than
   the same meta-batch as its own jitted program (27.8 s vs 4.1 s, BENCHMARKS.md), because loop
   bodies get non-default convolution layouts; the host loop costs one dispatch per meta-batch.
 """
@@ -54,9 +54,8 @@ def replay_batch(meta_learner: MetaLearner, opt_state, optimizer: optax.Gradient
     and one step of the persistent outer optimiser. Returns (params, opt_state, metrics) with the
     meta-batch's mean query ``loss`` and ``accuracy``.
     """
-    support_x, support_y, query_x, query_y = memory.sample_tasks(
-        bank, jax.random.fold_in(key, index), config.tasks_per_batch, config.way, config.shot, config.query)
-    tasks = maml.Task(support_x, support_y, query_x, query_y)
+    tasks = maml.Task(*memory.sample_tasks(bank, jax.random.fold_in(key, index), config.tasks_per_batch,
+                                           config.way, config.shot, config.query))
     params = meta_learner.params
     grads, metrics = maml.meta_gradient(meta_learner.logits_fn(), params, tasks, config.inner_steps,
                                         config.inner_lr, config.first_order, strategy=config.strategy)
@@ -64,13 +63,25 @@ def replay_batch(meta_learner: MetaLearner, opt_state, optimizer: optax.Gradient
     return optax.apply_updates(params, updates), opt_state, metrics
 
 
+def _patience_update(best, since_best, accuracy):
+    """The released code's rule after one meta-batch: the best training query accuracy so far and
+    how many meta-batches in a row have not beaten it (stop once that reaches ``patience``)."""
+    return jnp.maximum(best, accuracy), jnp.where(accuracy > best, 0, since_best + 1)
+
+
+def _summary(loss_sum, accuracy_sum, count):
+    return {"replay_loss": loss_sum / count, "replay_accuracy": accuracy_sum / count,
+            "replay_batches": jnp.asarray(count, jnp.int32)}
+
+
 def replay(meta_learner: MetaLearner, opt_state, optimizer: optax.GradientTransformation,
            bank: memory.MemoryBank, key: jax.Array, config: ReplayConfig):
-    """Runs the replay meta-batches; returns (params, opt_state, metrics).
+    """Runs the replay meta-batches inside the caller's jitted program; returns
+    (params, opt_state, metrics).
 
     The caller guarantees (on the host, ``memory.check_can_sample``) that at least ``way`` bank
     classes hold ``shot + query`` images. metrics: mean query loss/accuracy over the batches run
-    and ``batches`` (how many ran).
+    and ``replay_batches`` (how many ran).
     """
     def step(params, opt_state, index):
         return replay_batch(meta_learner.replace_params(params), opt_state, optimizer, bank, key, index, config)
@@ -83,9 +94,7 @@ def replay(meta_learner: MetaLearner, opt_state, optimizer: optax.GradientTransf
             return (params, opt_state), metrics
 
         (params, opt_state), metrics = jax.lax.scan(body, (params, opt_state), jnp.arange(config.batches))
-        return params, opt_state, {"replay_loss": jnp.mean(metrics["loss"]),
-                                   "replay_accuracy": jnp.mean(metrics["accuracy"]),
-                                   "replay_batches": jnp.asarray(config.batches, jnp.int32)}
+        return params, opt_state, _summary(jnp.sum(metrics["loss"]), jnp.sum(metrics["accuracy"]), config.batches)
 
     def cond(carry):
         _, _, count, since_best, _, _, _ = carry
@@ -94,12 +103,29 @@ def replay(meta_learner: MetaLearner, opt_state, optimizer: optax.GradientTransf
     def body(carry):
         params, opt_state, count, since_best, best, loss_sum, acc_sum = carry
         params, opt_state, metrics = step(params, opt_state, count)
-        improved = metrics["accuracy"] > best
-        return (params, opt_state, count + 1, jnp.where(improved, 0, since_best + 1),
-                jnp.maximum(best, metrics["accuracy"]), loss_sum + metrics["loss"], acc_sum + metrics["accuracy"])
+        best, since_best = _patience_update(best, since_best, metrics["accuracy"])
+        return (params, opt_state, count + 1, since_best, best,
+                loss_sum + metrics["loss"], acc_sum + metrics["accuracy"])
 
     zero = jnp.zeros((), jnp.float32)
     params, opt_state, count, _, _, loss_sum, acc_sum = jax.lax.while_loop(
         cond, body, (params, opt_state, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), -jnp.ones(()), zero, zero))
-    return params, opt_state, {"replay_loss": loss_sum / count, "replay_accuracy": acc_sum / count,
-                               "replay_batches": count}
+    return params, opt_state, _summary(loss_sum, acc_sum, count)
+
+
+def replay_on_host(run_batch, carry, config: ReplayConfig):
+    """The same budget as ``replay``, driven from Python: ``carry, metrics = run_batch(carry, index)``
+    runs meta-batch ``index`` (a traced int32, so one compiled program serves every index), e.g.
+    a jitted ``replay_batch``. Returns (carry, metrics) with ``replay``'s metrics. The fixed budget
+    never waits for the device; the patience rule reads each meta-batch's result (one sync each).
+    """
+    loss_sum = accuracy_sum = 0.0
+    best, since_best, count = -1.0, 0, 0
+    while count < config.batches:
+        carry, metrics = run_batch(carry, jnp.asarray(count, jnp.int32))
+        loss_sum, accuracy_sum, count = loss_sum + metrics["loss"], accuracy_sum + metrics["accuracy"], count + 1
+        if config.patience > 0:
+            best, since_best = _patience_update(best, since_best, metrics["accuracy"])
+            if int(since_best) >= config.patience:
+                break
+    return carry, _summary(loss_sum, accuracy_sum, count)

@@ -20,7 +20,7 @@ import optax
 from free_jax import memory
 from free_jax.inversion import InversionConfig, invert, meta_update_generator
 from free_jax.meta.alignment import alignment_gradient
-from free_jax.meta.replay import ReplayConfig, replay, replay_batch
+from free_jax.meta.replay import ReplayConfig, replay, replay_batch, replay_on_host
 from free_jax.training.state import FreeState, outer_optimizer
 from free_jax.zoo.group import TeacherGroup
 
@@ -98,25 +98,11 @@ def replay_batch_phase(state: FreeState, index: jax.Array, config: StepConfig):
 def replay_phase(state: FreeState, config: StepConfig):
     """BELL replay: MAML meta-batches from the bank through the same persistent Adam.
 
-    A host loop over the jitted ``replay_batch_phase`` (one compiled program, the meta-batch index
-    is a traced argument); computes what ``free_jax.meta.replay.replay`` computes inside one
-    program, several times faster on XLA:CPU (see that module). The fixed budget never waits for
-    the device; the patience rule reads each meta-batch's accuracy (one sync per meta-batch).
+    ``free_jax.meta.replay.replay_on_host`` over the jitted ``replay_batch_phase``: computes what
+    the fused iteration's in-program ``replay`` computes, several times faster on XLA:CPU (see
+    that module).
     """
-    rc = config.replay
-    loss_sum = accuracy_sum = 0.0
-    best, since_best, count = -1.0, 0, 0
-    while count < rc.batches:
-        state, metrics = replay_batch_phase(state, jnp.asarray(count, jnp.int32), config)
-        loss_sum, accuracy_sum, count = loss_sum + metrics["loss"], accuracy_sum + metrics["accuracy"], count + 1
-        if rc.patience > 0:
-            accuracy = float(metrics["accuracy"])
-            since_best = 0 if accuracy > best else since_best + 1
-            best = max(best, accuracy)
-            if since_best >= rc.patience:
-                break
-    return state, {"replay_loss": loss_sum / count, "replay_accuracy": accuracy_sum / count,
-                   "replay_batches": jnp.asarray(count, jnp.int32)}
+    return replay_on_host(lambda state, index: replay_batch_phase(state, index, config), state, config.replay)
 
 
 def advance(state: FreeState) -> FreeState:
