@@ -14,7 +14,6 @@ import time
 from typing import Sequence
 
 import jax
-import jax.numpy as jnp
 import optax
 
 from free_jax import memory
