@@ -27,12 +27,14 @@ from free_jax.zoo.pretrain import pretrain_teachers
 
 
 def _settings(small: bool) -> dict:
+    """The settings of tests/test_inversion_five_claim.py (crop padding: SPEC's 4 px at 32 px,
+    scaled to 16 px), with 5 training and 3 unseen teachers."""
     if small:
-        return dict(size=16, teachers=4, unseen=1, epochs=2, meta_iterations=3, fresh_steps=10,
+        return dict(size=16, teachers=4, unseen=1, epochs=2, meta_iterations=3, fresh_steps=10, draws=2,
                     config=InversionConfig(images_per_class=2, nz=16, ngf=8, flip=False))
-    return dict(size=16, teachers=8, unseen=3, epochs=40, meta_iterations=300, fresh_steps=200,
-                config=InversionConfig(images_per_class=4, nz=32, ngf=16, flip=False,
-                                       gen_lr=1e-2, z_lr=1e-2, meta_lr=1e-2, meta_update="reptile"))
+    return dict(size=16, teachers=8, unseen=3, epochs=40, meta_iterations=300, fresh_steps=200, draws=8,
+                config=InversionConfig(images_per_class=4, nz=32, ngf=16, flip=False, crop_padding=2,
+                                       gen_lr=1e-2, z_lr=1e-2, meta_lr=3e-3, meta_update="reptile"))
 
 
 def _curve(step_fn, acc_fn, state, steps: int, key):
@@ -97,16 +99,23 @@ def run(small: bool = False) -> str:
         acc = jax.jit(lambda state: teacher_accuracy(
             generate(state.gen_params, state.z, config), variables, mean, std, targets,
             module=group.module, image_shape=image_shape)[0])
-        key = jax.random.key(1000 + teacher_index)
-        z = jax.random.normal(key, (config.batch_size, config.nz))
-        meta_state = init_generator_inversion(gen_params, z, config)
-        fresh_state = init_generator_inversion(fresh_params, z, config)
-        compile_s, _ = harness.time_compile(step, meta_state, key)
-        step_compile = compile_s if step_compile is None else step_compile
-        meta_curve, meta_wall = _curve(step, acc, meta_state, config.k, key)
-        fresh_curve, fresh_wall = _curve(step, acc, fresh_state, s["fresh_steps"], key)
+        meta_curves, fresh_curves, meta_walls, fresh_walls = [], [], [], []
+        for draw in range(s["draws"]):      # latent codes and augmentation: one draw each
+            key = jax.random.key(1000 + 100 * teacher_index + draw)
+            z = jax.random.normal(key, (config.batch_size, config.nz))
+            meta_state = init_generator_inversion(gen_params, z, config)
+            fresh_state = init_generator_inversion(fresh_params, z, config)
+            if draw == 0:       # this teacher's program; the first teacher's compile is reported
+                compile_s, _ = harness.time_compile(step, meta_state, key)
+                step_compile = compile_s if step_compile is None else step_compile
+            curve, wall = _curve(step, acc, meta_state, config.k, key)
+            meta_curves.append(curve), meta_walls.append(wall)
+            curve, wall = _curve(step, acc, fresh_state, s["fresh_steps"], key)
+            fresh_curves.append(curve), fresh_walls.append(wall)
+        meta_curve, fresh_curve = np.mean(meta_curves, axis=0), np.mean(fresh_curves, axis=0)
+        meta_wall, fresh_wall = np.median(meta_walls), np.median(fresh_walls)
         step_time = harness.median_seconds(lambda: step(meta_state, key), repeats=5)
-        target = min(0.9, np.floor(meta_curve[-1] * 20) / 20)
+        target = min(0.9, np.floor(meta_curve[-1] * 100) / 100)
         meta_steps, fresh_steps = _first_reaching(meta_curve, target), _first_reaching(fresh_curve, target)
         ratio = (fresh_steps / meta_steps) if (fresh_steps and meta_steps) else None
         if ratio:
@@ -140,9 +149,11 @@ no flips (glyphs). Meta-training: {s['meta_iterations']} warm-up iterations (4 t
 meta lr {config.meta_lr}) in {meta_seconds:.0f} s (compile {meta_compile:.1f} s); teacher accuracy at the adapted
 generator over the first / last 20 iterations {train_acc[:20].mean():.2f} / {train_acc[-20:].mean():.2f}.
 
-Target X per teacher = the meta-generator's accuracy after k = 5 steps rounded down to 5 %,
-capped at 90 %. Accuracy = the teacher's on the clean recovered images. Times are steps × the
-median single-step time of the shared program; compile of that program {step_compile:.1f} s.
+Accuracy = the teacher's on the clean recovered images, averaged over {s['draws']} draws of latent
+codes and augmentation per teacher (the curves are averaged, then read). Target X per teacher =
+the meta-generator's mean accuracy after k = 5 steps rounded down to 1 %, capped at 90 %. Times
+are steps × the median single-step time of the shared program; compile of that program
+{step_compile:.1f} s; wall = median over the draws of one run (k steps, or all fresh steps).
 
 {table}
 
