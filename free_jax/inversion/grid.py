@@ -59,12 +59,18 @@ def recovered_grid_png(images, labels, confidences, path, *, samples_per_row: in
             canvas.paste(tile, (left, top))
             confidence = float(confidences[index])
             colour = (0, 128, 0) if confidence >= 0.5 else (200, 0, 0)
-            draw.text((left + 1, top + height * scale), f"{confidence:.2f}"[1:] if confidence < 1 else "1.0",
-                      fill=colour)
+            draw.text((left + 1, top + height * scale), confidence_label(confidence), fill=colour)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)
     return np.asarray(canvas)
+
+
+
+def confidence_label(confidence: float) -> str:
+    """A probability in the grid's short form: 0.36 → ".36", 0.996 → "1.00" (rounded first)."""
+    text = f"{confidence:.2f}"
+    return text[1:] if text.startswith("0") else text
 
 
 def teacher_rows(images, confidences, labels, targets):
