@@ -1,7 +1,7 @@
-"""The maml and free benchmark suites run end to end at tiny shapes (figures not meaningful)."""
+"""The maml, free and inversion benchmark suites run end to end at tiny shapes (figures not meaningful)."""
 import pytest
 
-from free_jax.benchmarks import free, maml
+from free_jax.benchmarks import free, inversion, maml
 
 
 @pytest.mark.slow  # several minutes: each phase/arm compiles its own program
@@ -18,3 +18,12 @@ def test_free_suite_small_runs_every_phase():
     for phase in ("recovery", "alignment", "replay", "per meta-batch", "one iteration"):
         assert phase in body
     assert "Metrics finite: True" in body
+
+
+@pytest.mark.slow
+def test_inversion_suite_small_compares_meta_and_fresh_per_unseen_teacher():
+    body = inversion.run(small=True)
+    assert "averaged over 2 draws" in body and "Recovery speed-up" in body
+    rows = [line for line in body.splitlines() if line.startswith("| 3 |")]   # the unseen teacher
+    assert len(rows) == 1 and rows[0].count("|") == 10
+    assert "recovered images/s" in body

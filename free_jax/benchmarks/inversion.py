@@ -31,7 +31,7 @@ def _settings(small: bool) -> dict:
     scaled to 16 px), with 5 training and 3 unseen teachers."""
     if small:
         return dict(size=16, teachers=4, unseen=1, epochs=2, meta_iterations=3, fresh_steps=10, draws=2,
-                    config=InversionConfig(images_per_class=2, nz=16, ngf=8, flip=False))
+                    config=InversionConfig(images_per_class=2, nz=16, ngf=8, k=2, flip=False))
     return dict(size=16, teachers=8, unseen=3, epochs=40, meta_iterations=300, fresh_steps=200, draws=8,
                 config=InversionConfig(images_per_class=4, nz=32, ngf=16, flip=False, crop_padding=2,
                                        gen_lr=1e-2, z_lr=1e-2, meta_lr=3e-3, meta_update="reptile"))
@@ -89,7 +89,7 @@ def run(small: bool = False) -> str:
     train_acc = np.asarray(jax.device_get(train_acc))
 
     # Per unseen teacher: the same single-step program from the meta and from a fresh generator.
-    rows, ratios, meta_accs = [], [], []
+    rows, ratios = [], []
     step_compile = None
     for teacher_index in range(n_train, s["teachers"]):
         variables, _, mean, std = group.unstacked(teacher_index)
@@ -108,10 +108,11 @@ def run(small: bool = False) -> str:
             if draw == 0:       # this teacher's program; the first teacher's compile is reported
                 compile_s, _ = harness.time_compile(step, meta_state, key)
                 step_compile = compile_s if step_compile is None else step_compile
-            curve, wall = _curve(step, acc, meta_state, config.k, key)
-            meta_curves.append(curve), meta_walls.append(wall)
-            curve, wall = _curve(step, acc, fresh_state, s["fresh_steps"], key)
-            fresh_curves.append(curve), fresh_walls.append(wall)
+            for state, steps, curves, walls in ((meta_state, config.k, meta_curves, meta_walls),
+                                                (fresh_state, s["fresh_steps"], fresh_curves, fresh_walls)):
+                curve, wall = _curve(step, acc, state, steps, key)
+                curves.append(curve)
+                walls.append(wall)
         meta_curve, fresh_curve = np.mean(meta_curves, axis=0), np.mean(fresh_curves, axis=0)
         meta_wall, fresh_wall = np.median(meta_walls), np.median(fresh_walls)
         step_time = harness.median_seconds(lambda: step(meta_state, key), repeats=5)
@@ -120,7 +121,6 @@ def run(small: bool = False) -> str:
         ratio = (fresh_steps / meta_steps) if (fresh_steps and meta_steps) else None
         if ratio:
             ratios.append(ratio)
-        meta_accs.append(meta_curve[-1])
         fmt = lambda n: "not reached" if n is None else f"{n} ({n * step_time:.2f} s)"
         rows.append([teacher_index, f"{target:.0%}", f"{meta_curve[-1]:.2f}",
                      f"{fresh_curve[config.k]:.2f}", fmt(meta_steps),
