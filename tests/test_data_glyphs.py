@@ -1,7 +1,6 @@
 """Tests of the embedded glyph benchmark: counts, split by alphabet, determinism, cache, learnability."""
 import json
 import os
-import time
 
 import numpy as np
 import pytest
@@ -85,15 +84,15 @@ def test_deterministic_and_seed_dependent():
     assert all(not np.array_equal(a[0], a[i]) for i in range(1, 4))
 
 
-def test_cache_hit_and_corrupt_or_partial_cache_is_regenerated(tmp_path):
+def test_cache_hit_and_corrupt_or_partial_cache_is_regenerated(tmp_path, monkeypatch):
     root = str(tmp_path / "c")
     first = load_split("glyphs", "val", data_dir=root, **SMALL)
     entry = cache.entry_dir("glyphs", glyphs.cache_params(16, 1, 0, 3, "solid"), root)
     manifest = json.loads((entry / "manifest.json").read_text())
     assert manifest["params"]["generator_version"] == glyphs.GENERATOR_VERSION
-    start = time.perf_counter()
-    again = load_split("glyphs", "val", data_dir=root, **SMALL)
-    assert time.perf_counter() - start < 2.0  # Read from cache, not regenerated.
+    with monkeypatch.context() as patch:      # a cache hit reads the archive, renders nothing
+        patch.setattr(glyphs, "render_class", lambda *a, **k: pytest.fail("re-rendered a cached split"))
+        again = load_split("glyphs", "val", data_dir=root, **SMALL)
     np.testing.assert_array_equal(first.images, again.images)
     # Corrupt: flip bytes in the middle of the archive.
     data_file = entry / "data.npz"
@@ -175,13 +174,3 @@ def test_preview_cli_writes_png(tmp_path, capsys):
     with Image.open(out) as image:
         assert image.size[0] > 100 and image.size[1] > 100
     assert "train:" in capsys.readouterr().out
-
-
-@pytest.mark.slow
-def test_full_default_generation_under_two_minutes(tmp_path):
-    start = time.perf_counter()
-    data = load_split("glyphs", "train", data_dir=str(tmp_path))
-    elapsed = time.perf_counter() - start
-    assert data.images.shape == (len(glyphs.glyph_classes("train")) * glyphs.DEFAULT_RENDERINGS,
-                                 32, 32, 3)
-    assert elapsed < 120, elapsed
