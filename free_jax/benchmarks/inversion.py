@@ -30,9 +30,9 @@ def _settings(small: bool) -> dict:
     """The settings of tests/test_inversion_five_claim.py (crop padding: SPEC's 4 px at 32 px,
     scaled to 16 px), with 5 training and 3 unseen teachers."""
     if small:
-        return dict(size=16, teachers=4, unseen=1, epochs=2, meta_iterations=3, fresh_steps=10, draws=2,
+        return dict(size=16, teachers=4, unseen=1, epochs=2, meta_iterations=3, fresh_steps=10, draws=2, per_iteration=2,
                     config=InversionConfig(images_per_class=2, nz=16, ngf=8, k=2, flip=False))
-    return dict(size=16, teachers=8, unseen=3, epochs=40, meta_iterations=300, fresh_steps=200, draws=8,
+    return dict(size=16, teachers=8, unseen=3, epochs=40, meta_iterations=300, fresh_steps=200, draws=8, per_iteration=4,
                 config=InversionConfig(images_per_class=4, nz=32, ngf=16, flip=False, crop_padding=2,
                                        gen_lr=1e-2, z_lr=1e-2, meta_lr=3e-3, meta_update="reptile"))
 
@@ -65,7 +65,7 @@ def run(small: bool = False) -> str:
     image_shape = tuple(group.image_shape)
     targets = relative_targets(config)
 
-    # Meta-training (warm-up mode), 4 training teachers per iteration drawn from n_train.
+    # Meta-training (warm-up mode), per_iteration training teachers per iteration drawn from n_train.
     @jax.jit
     def meta_step(gen_params, gen_opt, ids, key):
         teachers = jax.tree_util.tree_map(lambda leaf: leaf[ids], group)
@@ -76,12 +76,12 @@ def run(small: bool = False) -> str:
     gen_params, gen_opt = init_generator(jax.random.key(1), config, image_shape)
     fresh_params = gen_params
     rng = np.random.default_rng(0)
-    ids = jnp.asarray(rng.integers(0, n_train, 4))
+    ids = jnp.asarray(rng.integers(0, n_train, s["per_iteration"]))
     meta_compile, meta_step_c = harness.time_compile(meta_step, gen_params, gen_opt, ids, jax.random.key(0))
     start = time.perf_counter()
     train_acc = []
     for iteration in range(s["meta_iterations"]):
-        ids = jnp.asarray(rng.integers(0, n_train, 4))
+        ids = jnp.asarray(rng.integers(0, n_train, s["per_iteration"]))
         gen_params, gen_opt, acc = meta_step_c(gen_params, gen_opt, ids, jax.random.key(100 + iteration))
         train_acc.append(acc)
     harness.block(gen_params)
@@ -128,10 +128,10 @@ def run(small: bool = False) -> str:
                      f"{fresh_curve[-1]:.2f}", "-" if ratio is None else f"{ratio:.1f}×",
                      f"{meta_wall:.2f} / {fresh_wall:.2f}"])
 
-    # Throughput of FIVE itself: one jitted k-step adaptation of 4 teachers.
-    four = jax.tree_util.tree_map(lambda leaf: leaf[:4], group)
-    z4 = jax.random.normal(jax.random.key(5), (four.size, config.batch_size, config.nz))
-    adapt = jax.jit(lambda p, key: adapt_generator(p, four, z4, targets, key, config).images)
+    # Throughput of FIVE itself: one jitted k-step adaptation of the teachers of one iteration.
+    sampled = jax.tree_util.tree_map(lambda leaf: leaf[:s["per_iteration"]], group)
+    z_sampled = jax.random.normal(jax.random.key(5), (sampled.size, config.batch_size, config.nz))
+    adapt = jax.jit(lambda p, key: adapt_generator(p, sampled, z_sampled, targets, key, config).images)
     adapt_compile, adapt_c = harness.time_compile(adapt, gen_params, jax.random.key(0))
     adapt_time = harness.median_seconds(lambda: adapt_c(gen_params, jax.random.key(0)), repeats=3)
 
@@ -145,7 +145,7 @@ def run(small: bool = False) -> str:
 {s['epochs']} epochs (held-out accuracy {np.mean([sp.heldout_accuracy for sp in specs]):.2f} mean; pre-training {zoo_seconds:.0f} s);
 {n_train} training teachers, {s['unseen']} unseen. Generator nz {config.nz}, ngf {config.ngf}, B = {config.batch_size}
 images per teacher, inner Adam lr {config.gen_lr} (φ and z), k = {config.k}, crop padding {config.crop_padding},
-no flips (glyphs). Meta-training: {s['meta_iterations']} warm-up iterations (4 teachers each, {config.meta_update},
+no flips (glyphs). Meta-training: {s['meta_iterations']} warm-up iterations ({s['per_iteration']} teachers each, {config.meta_update},
 meta lr {config.meta_lr}) in {meta_seconds:.0f} s (compile {meta_compile:.1f} s); teacher accuracy at the adapted
 generator over the first / last 20 iterations {train_acc[:20].mean():.2f} / {train_acc[-20:].mean():.2f}.
 
@@ -160,7 +160,7 @@ are steps × the median single-step time of the shared program; compile of that 
 **Recovery speed-up (fresh-generator steps / meta-generator steps to the same accuracy): {ratio_text}.**
 The paper claims about 20× against 200-step per-teacher inversion.
 
-FIVE throughput (one jitted call: {four.size} teachers × k = {config.k} steps + final evaluation,
-{four.size * config.batch_size} images): {adapt_time:.2f} s → {four.size * config.batch_size / adapt_time:.0f} recovered images/s;
+FIVE throughput (one jitted call: {sampled.size} teachers × k = {config.k} steps + final evaluation,
+{sampled.size * config.batch_size} images): {adapt_time:.2f} s → {sampled.size * config.batch_size / adapt_time:.0f} recovered images/s;
 compile {adapt_compile:.1f} s.
 """
