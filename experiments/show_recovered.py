@@ -17,7 +17,7 @@ import numpy as np
 from absl import app, flags
 
 from free_jax import checkpointing, zoo as zoo_lib
-from free_jax.inversion import (InversionConfig, init_generator, invert, meta_update_generator)
+from free_jax.inversion import InversionConfig, init_generator, invert, invert_and_meta_update
 from free_jax.inversion.grid import recovered_grid_png, teacher_rows
 
 _ZOO = flags.DEFINE_string("zoo", "/tmp/free_jax_show_zoo", "Zoo directory (built if absent).")
@@ -54,9 +54,9 @@ def main(argv):
     else:
         @jax.jit
         def meta_step(gen_params, gen_opt, groups, key):
-            result = invert(gen_params, groups, None, key, inv_config, warmup=True)
-            return (*meta_update_generator(gen_params, gen_opt, result.meta_grad, inv_config),
-                    result.metrics)
+            gen_params, gen_opt, result = invert_and_meta_update(gen_params, gen_opt, groups, key,
+                                                                 inv_config, warmup=True)
+            return gen_params, gen_opt, result.metrics
 
         rng = np.random.default_rng(0)
         start = time.perf_counter()

@@ -20,21 +20,28 @@ import numpy as np
 from free_jax.benchmarks import harness
 from free_jax.data import load_split
 from free_jax.inversion import (InversionConfig, adapt_generator, generate, init_generator,
-                                invert, meta_update_generator, relative_targets)
+                                invert_and_meta_update, relative_targets)
 from free_jax.inversion.baselines import (generator_inversion_step, init_generator_inversion,
                                           teacher_accuracy)
 from free_jax.zoo.pretrain import pretrain_teachers
 
 
+# FIVE at CPU scale (16 px glyphs, Conv4-16 teachers), shared with
+# tests/test_inversion_five_claim.py: a small generator, inner/outer learning rates larger than
+# SPEC's 1e-3 so that a few hundred meta-iterations suffice, Reptile, and the crop padding scaled
+# with the image side (SPEC: 4 px at 32 px).
+CPU_CLAIM_CONFIG = InversionConfig(images_per_class=4, nz=32, ngf=16, flip=False, crop_padding=2,
+                                   gen_lr=1e-2, z_lr=1e-2, meta_lr=3e-3, meta_update="reptile")
+
+
 def _settings(small: bool) -> dict:
-    """The settings of tests/test_inversion_five_claim.py (crop padding: SPEC's 4 px at 32 px,
-    scaled to 16 px), with 5 training and 3 unseen teachers."""
+    """``CPU_CLAIM_CONFIG`` with 5 training and 3 unseen teachers; tiny shapes at ``small``."""
     if small:
-        return dict(size=16, teachers=4, unseen=1, epochs=2, meta_iterations=3, fresh_steps=10, draws=2, per_iteration=2,
+        return dict(size=16, teachers=4, unseen=1, epochs=2, meta_iterations=3, fresh_steps=10,
+                    draws=2, per_iteration=2,
                     config=InversionConfig(images_per_class=2, nz=16, ngf=8, k=2, flip=False))
-    return dict(size=16, teachers=8, unseen=3, epochs=40, meta_iterations=300, fresh_steps=200, draws=8, per_iteration=4,
-                config=InversionConfig(images_per_class=4, nz=32, ngf=16, flip=False, crop_padding=2,
-                                       gen_lr=1e-2, z_lr=1e-2, meta_lr=3e-3, meta_update="reptile"))
+    return dict(size=16, teachers=8, unseen=3, epochs=40, meta_iterations=300, fresh_steps=200,
+                draws=8, per_iteration=4, config=CPU_CLAIM_CONFIG)
 
 
 def _curve(step_fn, acc_fn, state, steps: int, key):
@@ -69,9 +76,9 @@ def run(small: bool = False) -> str:
     @jax.jit
     def meta_step(gen_params, gen_opt, ids, key):
         teachers = jax.tree_util.tree_map(lambda leaf: leaf[ids], group)
-        result = invert(gen_params, [teachers], None, key, config, warmup=True)
-        return (*meta_update_generator(gen_params, gen_opt, result.meta_grad, config),
-                result.metrics["teacher_acc"])
+        gen_params, gen_opt, result = invert_and_meta_update(gen_params, gen_opt, [teachers], key,
+                                                             config, warmup=True)
+        return gen_params, gen_opt, result.metrics["teacher_acc"]
 
     gen_params, gen_opt = init_generator(jax.random.key(1), config, image_shape)
     fresh_params = gen_params

@@ -308,3 +308,17 @@ def invert(gen_params, groups: Sequence[TeacherGroup], meta_learner: MetaLearner
         per_group_images=per_group_images, per_group_labels=labels,
         per_group_confidence=[r.confidence for r in results], targets=targets,
         meta_grad=meta_grad, metrics=metrics)
+
+
+def invert_and_meta_update(gen_params, gen_opt_state, groups: Sequence[TeacherGroup],
+                           key: jax.Array, config: InversionConfig, warmup: bool,
+                           meta_learner: MetaLearner | None = None):
+    """One FIVE iteration: ``invert`` the sampled teachers, then one meta-update of φ with their
+    summed meta-gradient (``meta_update_generator``). Call inside jit (``config``, ``warmup`` static).
+
+    Returns:
+      (gen_params, gen_opt_state, InversionResult).
+    """
+    result = invert(gen_params, groups, meta_learner, key, config, warmup)
+    gen_params, gen_opt_state = meta_update_generator(gen_params, gen_opt_state, result.meta_grad, config)
+    return gen_params, gen_opt_state, result

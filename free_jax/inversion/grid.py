@@ -66,7 +66,6 @@ def recovered_grid_png(images, labels, confidences, path, *, samples_per_row: in
     return np.asarray(canvas)
 
 
-
 def confidence_label(confidence: float) -> str:
     """A probability in the grid's short form: 0.36 → ".36", 0.996 → "1.00" (rounded first)."""
     text = f"{confidence:.2f}"

@@ -12,9 +12,10 @@ meta-batches in a row — capped at R. Meta-batch ``i`` draws its tasks with
 - ``replay``: all of them inside one jitted program (``lax.scan`` / ``lax.while_loop``); used by
   the fused ``free_iteration``;
 - ``replay_on_host``: one jitted ``replay_batch`` per meta-batch from a Python loop (what the
-  training loop runs, ``free_jax.training.step.replay_phase``). On XLA:CPU a meta-batch inside the scan measured 6.8× slower than
-  the same meta-batch as its own jitted program (27.8 s vs 4.1 s, BENCHMARKS.md), because loop
-  bodies get non-default convolution layouts; the host loop costs one dispatch per meta-batch.
+  training loop runs, ``free_jax.training.step.replay_phase``). On XLA:CPU a meta-batch inside
+  the scan measured 6.8× slower than the same meta-batch as its own jitted program (27.8 s vs
+  4.1 s, BENCHMARKS.md), because loop bodies get non-default convolution layouts; the host loop
+  costs one dispatch per meta-batch.
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ import jax
 import optax
 
 from free_jax import memory
-from free_jax.inversion import InversionConfig, invert, meta_update_generator
+from free_jax.inversion import InversionConfig, invert_and_meta_update
 from free_jax.meta.alignment import alignment_gradient
 from free_jax.meta.replay import ReplayConfig, replay, replay_batch, replay_on_host
 from free_jax.training.state import FreeState, outer_optimizer
@@ -47,10 +47,9 @@ def recover_phase(state: FreeState, groups: Sequence[TeacherGroup], config: Step
     Returns (state, per-group recovered images, metrics). During warm-up nothing is stored.
     """
     inversion_key = _keys(state)[0]
-    result = invert(state.gen_params, groups, None if warmup else state.meta_learner,
-                    inversion_key, config.inversion, warmup)
-    gen_params, gen_opt_state = meta_update_generator(state.gen_params, state.gen_opt_state,
-                                                      result.meta_grad, config.inversion)
+    gen_params, gen_opt_state, result = invert_and_meta_update(
+        state.gen_params, state.gen_opt_state, groups, inversion_key, config.inversion, warmup,
+        None if warmup else state.meta_learner)
     bank = state.bank if warmup else memory.add(state.bank, result.images, result.labels)
     state = state.replace(gen_params=gen_params, gen_opt_state=gen_opt_state, bank=bank)
     metrics = {f"inv_{name}": value for name, value in result.metrics.items()}
