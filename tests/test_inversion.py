@@ -138,6 +138,40 @@ def test_resize_to_shape_and_channel_error():
         resize_to(images, (16, 16, 3))
 
 
+def test_teacher_and_meta_learner_see_one_view_crop_then_resize(monkeypatch):
+    """SPEC §2.1: the crop is drawn at the generator's resolution (16 px) and then resized to
+    the teacher's (24 px), so the teacher's input is normalize(resize(the meta-learner's crop))."""
+    group = tiny_group(jax.random.key(1), 1, (24, 24, 1))
+    variables, _, mean, std = group.unstacked(0)
+    config = dataclasses.replace(CONFIG, crop_padding=4, flip=True)
+    gen_params, _ = init_generator(jax.random.key(0), config, (16, 16, 1))
+    seen = {}
+    apply = models.apply
+
+    def spy_apply(module, variables, images, *args, **kwargs):
+        seen["teacher"] = images
+        return apply(module, variables, images, *args, **kwargs)
+
+    class RecordingMetaLearner:
+        params = {}
+
+        def logits_fn(self):
+            def logits(params, images01):
+                seen["meta_learner"] = images01
+                return jnp.zeros((images01.shape[0], config.way))
+            return logits
+
+    monkeypatch.setattr(models, "apply", spy_apply)
+    z = jax.random.normal(jax.random.key(4), (config.batch_size, config.nz))
+    inversion_loss(gen_params, z, jax.random.key(2), variables, mean, std, relative_targets(config),
+                   module=group.module, image_shape=group.image_shape, config=config,
+                   meta_learner=RecordingMetaLearner())
+    chex.assert_shape(seen["meta_learner"], (config.batch_size, 16, 16, 1))
+    chex.assert_shape(seen["teacher"], (config.batch_size, 24, 24, 1))
+    np.testing.assert_allclose(seen["teacher"], (resize_to(seen["meta_learner"], (24, 24, 1)) - mean) / std,
+                               rtol=1e-5, atol=1e-5)
+
+
 # ----------------------------------------------------------------------------- FIVE
 def test_invert_vmap_equals_loop_over_teachers():
     group = tiny_group(jax.random.key(1), 2, (16, 16, 1))

@@ -1,10 +1,13 @@
 """Per-sample differentiable augmentation and per-teacher input preparation (SPEC §2.1).
 
-A teacher sees ``normalize(augment(resize(x)))``: the generator's images (one common
-resolution, in [0, 1]) are resized to the teacher's input size when it differs (multi-domain
-scenario), then randomly cropped (zero padding, as torchvision's ``RandomCrop(padding=4)``) and
-flipped, a fresh draw per sample, then normalised with that teacher's mean/std. Every operation
-is differentiable in the pixels, so gradients reach the generator.
+One augmented view of the generator's images x (one common resolution, in [0, 1]) is
+``v = random_crop_flip(x)``: a random crop (zero padding, as torchvision's
+``RandomCrop(padding=4)``) and flip at the generator's resolution, a fresh draw per sample.
+Every consumer of that view sees the same crop: the meta-learner takes v itself (it normalises
+its own input), and a teacher takes ``normalize(resize(v))``, v resized to its input size when
+it differs (multi-domain scenario), then normalised with its mean/std — crop first, resize
+after, so the teacher's and the meta-learner's inputs show the same pixels. Every operation is
+differentiable in the pixels, so gradients reach the generator.
 """
 from __future__ import annotations
 
@@ -57,15 +60,26 @@ def random_crop_flip(key: jax.Array, images: jnp.ndarray, padding: int = 4,
     return images
 
 
+def teacher_input(views01: jnp.ndarray, image_shape, mean, std) -> jnp.ndarray:
+    """A teacher's input from an already augmented view: ``normalize(resize_to(v, shape))``.
+
+    Args:
+      views01: (B, H, W, C) augmented images in [0, 1] at the generator's resolution.
+      image_shape: the teacher's (H', W', C). mean, std: (C,) its normalisation.
+    """
+    return (resize_to(views01, image_shape) - mean) / std
+
+
 def teacher_view(key: jax.Array, images01: jnp.ndarray, image_shape, mean, std,
                  padding: int = 4, flip: bool = True) -> jnp.ndarray:
-    """What one teacher sees: ``normalize(random_crop_flip(resize_to(x, shape)))``.
+    """What one teacher sees: ``normalize(resize_to(random_crop_flip(x), shape))``.
+
+    The crop is drawn at the generator's resolution, so the meta-learner's view
+    ``random_crop_flip(key, x)`` with the same key is the same crop (module docstring).
 
     Args:
       key: augmentation key (share it with the meta-learner's view so both see the same draw).
       images01: (B, H, W, C) in [0, 1] at the generator's resolution.
       image_shape: the teacher's (H', W', C). mean, std: (C,) its normalisation.
     """
-    images = resize_to(images01, image_shape)
-    images = random_crop_flip(key, images, padding, flip)
-    return (images - mean) / std
+    return teacher_input(random_crop_flip(key, images01, padding, flip), image_shape, mean, std)

@@ -13,7 +13,7 @@ times, and a fresh augmentation draw at every step:
   for i in 0..k-1:  (φ_t, z_t) ← Adam step on  L_inv(φ_t, z_t)
   L_inv = CE(f_t(v_t(G_φt(z_t))), y) + λ_adv · L_adv + λ_bn · L_bn
 
-with v_t the teacher's view (resize, per-sample crop/flip, its normalisation; see ``augment``).
+with v_t the teacher's view (per-sample crop/flip, then resize, its normalisation; see ``augment``).
 Then one more evaluation at the adapted (φ_t, z_t) gives the recovered images x_t = G_φt(z_t)
 in [0, 1], the metrics, and (FOMAML) the meta-gradient ∇_φt L_inv(φ_t, z_t).
 
@@ -157,15 +157,16 @@ def inversion_loss(gen_params, z, key, teacher_variables, teacher_mean, teacher_
     """L_inv(φ, z) for one teacher (formula in the module docstring) and its parts.
 
     ``meta_learner=None`` drops the adversarial term (warm-up). The teacher runs with running
-    BN statistics; the meta-learner with batch statistics, its parameters under stop_gradient,
-    on the same crop/flip draw at the generator's resolution.
+    BN statistics; the meta-learner with batch statistics, its parameters under stop_gradient.
+    Both see one view, the crop/flip drawn at the generator's resolution: the meta-learner
+    takes it as is, the teacher resized and normalised (``augment.teacher_input``).
 
     Returns:
       (loss, (parts, images01)) with parts = {loss, ce, adv, bn, teacher_acc_aug}.
     """
     images = generate(gen_params, z, config)
-    view = augment.teacher_view(key, images, image_shape, teacher_mean, teacher_std,
-                                config.crop_padding, config.flip)
+    views = augment.random_crop_flip(key, images, config.crop_padding, config.flip)  # (B, s, s, C)
+    view = augment.teacher_input(views, image_shape, teacher_mean, teacher_std)
     variables = teacher_variables
     if config.lambda_bn:
         logits, bn_stats = models.apply_with_bn_inputs(module, variables, view, "running")
@@ -176,9 +177,8 @@ def inversion_loss(gen_params, z, key, teacher_variables, teacher_mean, teacher_
     loss = ce + config.lambda_bn * bn
     adv = jnp.zeros(())
     if meta_learner is not None:
-        student_images = augment.random_crop_flip(key, images, config.crop_padding, config.flip)
         student_params = jax.lax.stop_gradient(meta_learner.params)
-        student_logits = meta_learner.logits_fn()(student_params, student_images)
+        student_logits = meta_learner.logits_fn()(student_params, views)
         if not config.adv_through_meta_learner:
             student_logits = jax.lax.stop_gradient(student_logits)
         adv = losses.adversarial_loss(logits, student_logits)
