@@ -129,14 +129,21 @@ def sample_tasks(bank: MemoryBank, key: jax.Array, n_tasks: int, way: int, shot:
     the eligible ones without replacement (classes of different teachers mix) and relabelled
     0..way-1 in draw order; each class gives shot + query distinct images, the first ``shot``
     for support. Jit-able (``way``, ``shot``, ``query``, ``n_tasks`` static). Inside jit it
-    cannot raise: call ``check_can_sample`` on the host first (with too few eligible classes the
-    draw would include ineligible ones).
+    cannot check the counts: call ``check_can_sample`` on the host first (with too few eligible
+    classes the draw would include ineligible ones).
+
+    Raises:
+      ValueError: shot + query exceeds the bank's capacity (a static shape, checked at trace time).
 
     Returns:
       support_x (n_tasks, way·shot, H, W, C) float32 in [0, 1], support_y (n_tasks, way·shot)
       int32, query_x (n_tasks, way·query, H, W, C), query_y (n_tasks, way·query); labels are
       class-major: [0]*shot + [1]*shot + ….
     """
+    if shot + query > bank.capacity:   # static shapes: checkable here, even under jit
+        raise ValueError(f"a task needs shot + query = {shot + query} images per class but the bank holds "
+                         f"at most {bank.capacity} per class (capacity); sampling would draw empty slots. "
+                         "Create the bank with a larger capacity or lower shot/query.")
     sizes = bank.sizes()
 
     def one_task(task_key):

@@ -138,3 +138,22 @@ def test_multiarch_glyphs_smoke_runs_end_to_end(tmp_path):
     zoo = Zoo.load(tmp_path / "zoo")
     assert sorted(s.arch for s in zoo.specs) == ["conv4", "resnet10", "resnet18"]
     assert len(zoo.group_names) == 3                    # one vectorised group per architecture
+
+
+def test_bank_capacity_below_shot_plus_query_is_rejected_up_front():
+    config = get_config("cifar_fs", "smoke")
+    config.bank_capacity = config.shot + config.query - 1
+    with pytest.raises(ValueError, match=r"bank_capacity=3 is smaller than shot \+ query = 4.*Raise bank_capacity"):
+        step_config(config)
+    config.bank_capacity = config.shot + config.query
+    step_config(config)
+
+
+def test_alignment_optimizer_is_a_validated_setting():
+    config = get_config("cifar_fs")
+    assert config.align_optimizer == "adam" and step_config(config).align_optimizer == "adam"
+    config.align_optimizer = "sgd"
+    assert step_config(config).align_optimizer == "sgd"
+    config.align_optimizer = "rmsprop"
+    with pytest.raises(ValueError, match=r"align_optimizer='rmsprop'; choose one of \('adam', 'sgd'\)"):
+        step_config(config)

@@ -103,3 +103,14 @@ def test_too_few_eligible_classes_errors_clearly():
     memory.check_can_sample(bank, way=2, shot=1, query=3)
     with pytest.raises(ValueError, match="at most 6 per class"):
         memory.check_can_sample(bank, way=1, shot=5, query=15)
+
+
+def test_sample_tasks_rejects_a_capacity_below_shot_plus_query():
+    """With capacity < shot + query a task would silently include empty (black) slots."""
+    bank = memory.create_bank(3, capacity=4, image_shape=SHAPE)
+    bank = memory.add(bank, _images([0.1] * 4 + [0.2] * 4), jnp.array([0] * 4 + [1] * 4))
+    sample = jax.jit(memory.sample_tasks, static_argnums=(2, 3, 4, 5))
+    for fn in (memory.sample_tasks, sample):
+        with pytest.raises(ValueError, match=r"shot \+ query = 5 images per class .* at most 4 per class"):
+            fn(bank, jax.random.key(0), 2, 2, 1, 4)
+    sample(bank, jax.random.key(0), 2, 2, 1, 3)                         # 4 fit

@@ -36,6 +36,8 @@ from free_jax.inversion.losses import kl_divergence
 from free_jax.meta.learner import MetaLearner
 from free_jax.zoo.group import TeacherGroup
 
+ALIGN_OPTIMIZERS = ("adam", "sgd")
+
 
 def distillation_loss(teacher_logits: jnp.ndarray, student_logits: jnp.ndarray, tau: float = 1.0) -> jnp.ndarray:
     """τ² · mean_b KL(softmax(teacher/τ) ‖ softmax(student/τ)); the teacher side is a constant."""
@@ -59,7 +61,7 @@ def _distill_branch(group: TeacherGroup, images: jnp.ndarray, meta_learner: Meta
     def branch(params, local, key):
         teacher_vars = jax.tree_util.tree_map(lambda leaf: leaf[local], group.variables)
         views = augment.random_crop_flip(key, images[local], padding, flip)        # (B, s, s, C)
-        teacher_in = (augment.resize_to(views, group.image_shape) - group.mean[local]) / group.std[local]
+        teacher_in = augment.teacher_input(views, group.image_shape, group.mean[local], group.std[local])
         teacher_logits = models.apply(group.module, teacher_vars, teacher_in, "running")
         return jax.value_and_grad(
             lambda p: distillation_loss(teacher_logits, logits_fn(p, views), tau))(params)
@@ -71,7 +73,7 @@ def alignment_gradient(meta_learner: MetaLearner, groups: Sequence[TeacherGroup]
                        per_group_images: Sequence[jnp.ndarray], key: jax.Array, *, inner_lr: float = 1e-3,
                        beta_align: float = 67.0, tau: float = 1.0, crop_padding: int = 4, flip: bool = True,
                        inner_optimizer: str = "adam"):
-    """g_align = β_align · (θ − θ̃) after one inner Adam step per teacher, in random order.
+    """g_align = β_align · (θ − θ̃) after one inner optimiser step per teacher, in random order.
 
     Args:
       meta_learner: s_θ. groups: the sampled teacher groups.
@@ -86,8 +88,8 @@ def alignment_gradient(meta_learner: MetaLearner, groups: Sequence[TeacherGroup]
     group_index, local_index = teacher_order(order_key, groups)
     branches = [_distill_branch(group, images, meta_learner, tau, crop_padding, flip)
                 for group, images in zip(groups, per_group_images)]
-    if inner_optimizer not in ("adam", "sgd"):
-        raise ValueError(f"inner_optimizer must be 'adam' or 'sgd', got {inner_optimizer!r}")
+    if inner_optimizer not in ALIGN_OPTIMIZERS:
+        raise ValueError(f"inner_optimizer must be one of {ALIGN_OPTIMIZERS}, got {inner_optimizer!r}")
     optimizer = optax.adam(inner_lr) if inner_optimizer == "adam" else optax.sgd(inner_lr)
     params = meta_learner.params
     opt_state = optimizer.init(params)

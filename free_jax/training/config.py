@@ -5,6 +5,7 @@ import ml_collections
 
 from free_jax.inversion import InversionConfig
 from free_jax.meta.replay import ReplayConfig
+from free_jax.meta.alignment import ALIGN_OPTIMIZERS
 from free_jax.training.step import StepConfig
 from free_jax.zoo import default_config as zoo_default_config
 
@@ -27,7 +28,8 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.meta_arch, c.meta_width = "conv4", 32
     c.outer_lr = 1e-3                   # persistent Adam on θ
-    c.align_lr = 1e-3                   # inner Adam of the alignment copy θ̃
+    c.align_lr = 1e-3                   # inner optimiser of the alignment copy θ̃
+    c.align_optimizer = "adam"          # "adam" (the released code's) or "sgd" (the Reptile/Fish analysis)
     c.beta_align = 67.0
     c.tau = 1.0
 
@@ -55,6 +57,13 @@ def step_config(config: ml_collections.ConfigDict) -> StepConfig:
         raise ValueError(f"inversion.images_per_class={inv.images_per_class} is smaller than shot + query = "
                          f"{config.shot + config.query}: one teacher's images could never form a replay task. "
                          "Raise images_per_class or lower query.")
+    if config.bank_capacity < config.shot + config.query:
+        raise ValueError(f"bank_capacity={config.bank_capacity} is smaller than shot + query = "
+                         f"{config.shot + config.query}: the memory bank could never hold a replay task's "
+                         "images of one class. Raise bank_capacity or lower shot/query.")
+    if config.align_optimizer not in ALIGN_OPTIMIZERS:
+        raise ValueError(f"align_optimizer={config.align_optimizer!r}; choose one of {ALIGN_OPTIMIZERS} "
+                         "(the inner optimiser of BELL's alignment copy θ̃)")
     inversion = InversionConfig(
         way=config.way, images_per_class=inv.images_per_class, nz=inv.nz, ngf=inv.ngf, k=inv.k,
         gen_lr=inv.gen_lr, z_lr=inv.z_lr, lambda_adv=inv.lambda_adv, lambda_bn=inv.lambda_bn,
@@ -66,7 +75,7 @@ def step_config(config: ml_collections.ConfigDict) -> StepConfig:
                           inner_steps=rep.inner_steps, inner_lr=rep.inner_lr, first_order=rep.first_order,
                           strategy=config.strategy)
     return StepConfig(inversion=inversion, replay=replay, outer_lr=config.outer_lr, align_lr=config.align_lr,
-                      beta_align=config.beta_align, tau=config.tau)
+                      align_optimizer=config.align_optimizer, beta_align=config.beta_align, tau=config.tau)
 
 
 # ------------------------------------------------------------ shared pieces of experiment configs

@@ -18,7 +18,7 @@ import optax
 
 from free_jax import memory
 from free_jax.inversion import InversionConfig, invert_and_meta_update
-from free_jax.meta.alignment import alignment_gradient
+from free_jax.meta.alignment import ALIGN_OPTIMIZERS, alignment_gradient
 from free_jax.meta.replay import ReplayConfig, replay, replay_batch, replay_on_host
 from free_jax.training.state import FreeState, outer_optimizer
 from free_jax.zoo.group import TeacherGroup
@@ -32,8 +32,13 @@ class StepConfig:
     replay: ReplayConfig
     outer_lr: float = 1e-3
     align_lr: float = 1e-3
+    align_optimizer: str = "adam"     # inner optimiser of θ̃: "adam" or "sgd" (meta.alignment)
     beta_align: float = 67.0
     tau: float = 1.0
+
+    def __post_init__(self):
+        if self.align_optimizer not in ALIGN_OPTIMIZERS:
+            raise ValueError(f"align_optimizer={self.align_optimizer!r}; choose one of {ALIGN_OPTIMIZERS}")
 
 
 def _keys(state: FreeState):
@@ -58,12 +63,14 @@ def recover_phase(state: FreeState, groups: Sequence[TeacherGroup], config: Step
 
 @functools.partial(jax.jit, static_argnames=("config",), donate_argnames=("state",))
 def align_phase(state: FreeState, groups: Sequence[TeacherGroup], per_group_images, config: StepConfig):
-    """BELL alignment: θ ← Adam(θ, β_align · (θ − θ̃)) with θ̃ distilled from every teacher in turn."""
+    """BELL alignment: θ ← Adam(θ, β_align · (θ − θ̃)) with θ̃ distilled from every teacher in turn
+    (one step of ``config.align_optimizer`` per teacher)."""
     align_key = _keys(state)[1]
     inversion = config.inversion
     gradient, metrics = alignment_gradient(
         state.meta_learner, groups, per_group_images, align_key, inner_lr=config.align_lr,
-        beta_align=config.beta_align, tau=config.tau, crop_padding=inversion.crop_padding, flip=inversion.flip)
+        beta_align=config.beta_align, tau=config.tau, crop_padding=inversion.crop_padding, flip=inversion.flip,
+        inner_optimizer=config.align_optimizer)
     metrics = {**metrics, "kd_update_norm": optax.tree.norm(gradient)}  # non-finite ⇒ this phase failed
     updates, meta_opt_state = outer_optimizer(config.outer_lr).update(
         gradient, state.meta_opt_state, state.meta_learner.params)
