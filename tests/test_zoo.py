@@ -1,4 +1,6 @@
 """Zoo pre-training (vectorised == alone, best snapshots) and the store (round trip, sampling, errors)."""
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -187,3 +189,38 @@ def test_mismatch_is_a_clear_error(tmp_path, mixed_zoo):
         Zoo.load(path, way=5)
     with pytest.raises(FileNotFoundError, match="pretrain_zoo.py"):
         Zoo.load(tmp_path / "absent")
+
+
+class _StopBeforeTraining(Exception):
+    pass
+
+
+def test_resnet_teachers_use_the_released_step_schedule_conv4_keeps_adam(split, monkeypatch):
+    """ResNets: SGD lr 0.01, momentum 0.9, wd 5e-4, lr × 0.2 at epochs 30, 50, 80; Conv4: Adam 0.01, clip 50."""
+    optimizer = pretrain_lib.default_optimizer("resnet10")
+    assert (optimizer.name, optimizer.learning_rate, optimizer.momentum, optimizer.weight_decay) == ("sgd", 0.01, 0.9, 5e-4)
+    schedule = optimizer.learning_rate_schedule(steps_per_epoch=3)
+    np.testing.assert_allclose([float(schedule(3 * epoch)) for epoch in (0, 30, 50, 80)],
+                               [0.01, 0.002, 0.0004, 0.00008], rtol=1e-5)
+    assert float(schedule(3 * 30 - 1)) == pytest.approx(0.01)       # the last step of epoch 29
+    # The optimiser applies it: plain SGD steps (no momentum/decay/clip) on a constant gradient 1.
+    plain = dataclasses.replace(optimizer, momentum=0.0, weight_decay=0.0, grad_clip=0.0)
+    tx, params = plain.make(steps_per_epoch=1), jnp.zeros(())
+    state, sizes = tx.init(params), []
+    for _ in range(81):
+        updates, state = tx.update(jnp.ones(()), state, params)
+        sizes.append(-float(updates))
+    np.testing.assert_allclose([sizes[e] for e in (0, 29, 30, 50, 80)], [0.01, 0.01, 0.002, 0.0004, 0.00008], rtol=1e-5)
+    conv4 = pretrain_lib.default_optimizer("conv4")
+    assert (conv4.name, conv4.learning_rate, conv4.grad_clip, conv4.lr_milestones) == ("adam", 0.01, 50.0, ())
+    # pretrain_teachers compiles its epoch with that optimiser and the epoch's step count (24 images / 8).
+    seen = {}
+
+    def spy(module, optimizer, batch_size, steps, *args):
+        seen.update(optimizer=optimizer, steps=steps)
+        raise _StopBeforeTraining
+
+    monkeypatch.setattr(pretrain_lib, "_epoch_program", spy)
+    with pytest.raises(_StopBeforeTraining):
+        pretrain_teachers(split, "resnet10", 1, WAY, 1, jax.random.key(0), width=WIDTH, batch_size=BATCH)
+    assert seen == {"optimizer": optimizer, "steps": 3}

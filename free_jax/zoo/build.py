@@ -29,7 +29,14 @@ _IDENTITY_FIELDS = ("datasets", "archs", "way", "epochs", "seed", "width", "batc
 
 
 def default_config() -> ml_collections.ConfigDict:
-    """Zoo configuration; every field is described in the comments."""
+    """Zoo configuration; every field is described in the comments.
+
+    Teacher optimisers (``free_jax.zoo.pretrain.default_optimizer``): Conv4 teachers use Adam,
+    lr 0.01, gradient clipping at global norm 50. ResNet-10/18 teachers use the released code's
+    step schedule: SGD, lr 0.01, momentum 0.9, weight decay 5e-4, the learning rate multiplied
+    by γ = 0.2 at epochs 30, 50 and 80 (at the default 60 epochs: 0.01, then 0.002 from epoch 30,
+    0.0004 from epoch 50). ``learning_rate`` replaces the base rate; the milestones stay.
+    """
     config = ml_collections.ConfigDict()
     config.datasets = ("glyphs",)   # several: multi-domain zoo (global ids made disjoint)
     config.archs = ("conv4",)       # several: multi-architecture zoo

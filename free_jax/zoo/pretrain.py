@@ -54,34 +54,57 @@ TRAIN_FRACTION = 0.8
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-    """Teacher optimiser (SPEC §3). ``weight_decay`` is added to the gradient as in PyTorch."""
+    """Teacher optimiser (SPEC §3). ``weight_decay`` is added to the gradient as in PyTorch.
+
+    Step schedule: the learning rate at optimiser step t (0-based) is
+    lr(t) = learning_rate · lr_gamma^|{m ∈ lr_milestones : t ≥ m · steps_per_epoch}|,
+    i.e. multiplied by ``lr_gamma`` at the start of every milestone epoch (PyTorch's
+    ``MultiStepLR`` stepped once per epoch). No milestones: a constant learning rate.
+    """
 
     name: str  # "adam" or "sgd"
     learning_rate: float
     momentum: float = 0.0
     weight_decay: float = 0.0
     grad_clip: float = 50.0
+    lr_milestones: tuple[int, ...] = ()   # epochs at which the learning rate is multiplied by lr_gamma
+    lr_gamma: float = 1.0
 
-    def make(self) -> optax.GradientTransformation:
-        """clip_by_global_norm(grad_clip) → g + weight_decay·θ → Adam or SGD with momentum."""
+    def learning_rate_schedule(self, steps_per_epoch: int):
+        """lr(t) of the class docstring (``optax.piecewise_constant_schedule``), or the constant lr."""
+        if not self.lr_milestones:
+            return self.learning_rate
+        return optax.piecewise_constant_schedule(
+            self.learning_rate, {int(m) * steps_per_epoch: self.lr_gamma for m in self.lr_milestones})
+
+    def make(self, steps_per_epoch: int = 1) -> optax.GradientTransformation:
+        """clip_by_global_norm(grad_clip) → g + weight_decay·θ → Adam or SGD with momentum, at the
+        learning rate ``learning_rate_schedule(steps_per_epoch)``."""
+        learning_rate = self.learning_rate_schedule(steps_per_epoch)
         chain = [optax.clip_by_global_norm(self.grad_clip)] if self.grad_clip else []
         if self.weight_decay:
             chain.append(optax.add_decayed_weights(self.weight_decay))
         if self.name == "adam":
-            chain.append(optax.adam(self.learning_rate))
+            chain.append(optax.adam(learning_rate))
         elif self.name == "sgd":
-            chain.append(optax.sgd(self.learning_rate, momentum=self.momentum or None))
+            chain.append(optax.sgd(learning_rate, momentum=self.momentum or None))
         else:
             raise ValueError(f"unknown optimizer {self.name!r}; choose 'adam' or 'sgd'")
         return optax.chain(*chain)
 
 
+RESNET_LR_MILESTONES = (30, 50, 80)   # epochs; the released code's step schedule for ResNet teachers
+RESNET_LR_GAMMA = 0.2
+
+
 def default_optimizer(arch: str, **overrides) -> OptimizerConfig:
-    """Conv4: Adam lr 0.01; ResNets: SGD lr 0.01, momentum 0.9, wd 5e-4; clip 50 for all."""
+    """Conv4: Adam lr 0.01 (constant). ResNets (the released code's schedule): SGD lr 0.01,
+    momentum 0.9, weight decay 5e-4, lr × 0.2 at epochs 30, 50 and 80. Clip 50 for all."""
     if arch == "conv4":
         config = OptimizerConfig("adam", 0.01)
     else:
-        config = OptimizerConfig("sgd", 0.01, momentum=0.9, weight_decay=5e-4)
+        config = OptimizerConfig("sgd", 0.01, momentum=0.9, weight_decay=5e-4,
+                                 lr_milestones=RESNET_LR_MILESTONES, lr_gamma=RESNET_LR_GAMMA)
     return dataclasses.replace(config, **overrides)
 
 
@@ -158,7 +181,7 @@ def _augment(key: jax.Array, images: jnp.ndarray, crop_padding: int, flip: bool)
 def _epoch_program(module, optimizer: OptimizerConfig, batch_size: int, steps: int,
                    strategy: str, crop_padding: int, flip: bool, unroll_steps: bool):
     """Jitted ``epoch(state, keys, plans, images, mean, std) -> (state, heldout_accuracy)``."""
-    tx = optimizer.make()
+    tx = optimizer.make(steps_per_epoch=steps)
 
     def train_step_one(variables, opt_state, images01, labels, key):
         """One optimiser step of one teacher on a batch: CE(f(aug(x)), y), BN in batch mode."""
@@ -251,7 +274,8 @@ def pretrain_teachers(split: SplitData, arch: str, num_teachers: int, way: int, 
     ``fold_in(key, first_teacher + i)``, so training teachers 0..9 then 10..19 (resume) equals
     training 0..19 at once. Each step minimises the mean cross-entropy on relative labels,
     L(θ) = −(1/B) Σ_b log softmax(f_θ(aug(x_b)))[y_b], with the optimiser of
-    ``default_optimizer(arch, **optimizer_overrides)``. Epochs run ⌈L_train / batch⌉ steps over
+    ``default_optimizer(arch, **optimizer_overrides)`` (a step schedule's epochs count the
+    ⌈L_train / batch⌉ optimiser steps below). Epochs run ⌈L_train / batch⌉ steps over
     a fresh per-teacher permutation; the last batch is completed with the permutation's first
     images (static shapes), and a split smaller than a batch uses one batch of all its images.
 
