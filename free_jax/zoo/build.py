@@ -137,6 +137,9 @@ def build_or_load_zoo(path: str, config, *, progress: bool = True) -> Zoo:
         config = ml_collections.ConfigDict(config)
     identity = _identity(config)
     pairs = _pairs(config)
+    if any(wanted < 1 for _, _, wanted in pairs):
+        raise ValueError(f"zoo.num_teachers={config.num_teachers} is too small: the zoo needs at least one teacher "
+                         f"per (dataset, architecture) pair, i.e. ≥ {len(pairs)}. Raise --config.zoo.num_teachers")
     zoo = Zoo.empty({"build": identity, "complete": False})
     if Zoo.exists(path):
         zoo = Zoo.load(path)

@@ -8,8 +8,11 @@ On disk (``path``)::
 
 A group holds the teachers that share architecture, width, image shape and class count (so
 their weights stack); teachers of several datasets with the same image shape share a group and
-keep their own normalisation. Saving writes a sibling temporary directory and swaps it in, so an
-interrupted save leaves the previous zoo intact.
+keep their own normalisation. Saving writes a sibling temporary directory ``.<name>.tmp`` and
+swaps it in (the old zoo moves to ``.<name>.old`` for the instant between the two renames), so
+an interrupted save leaves the previous zoo intact; ``exists``/``load`` finish an interrupted
+swap, keeping the newer complete zoo. Every group checkpoint carries per-array checksums, so a
+damaged weight file is an error naming the file, never silently changed teachers.
 """
 from __future__ import annotations
 
@@ -179,7 +182,9 @@ class Zoo:
         index = {"format": ZOO_FORMAT, "free_jax_version": free_jax.__version__, "groups": groups,
                  "metadata": self.metadata, "teachers": [s.to_dict() for s in self.specs]}
         temporary.mkdir(parents=True, exist_ok=True)
-        (temporary / _INDEX).write_text(json.dumps(index, indent=1))
+        # zoo.json is written last, through its own temporary file: its presence marks a complete zoo.
+        (temporary / f"{_INDEX}.tmp").write_text(json.dumps(index, indent=1))
+        (temporary / f"{_INDEX}.tmp").rename(temporary / _INDEX)
         old = path.parent / f".{path.name}.old"
         if path.exists():
             if old.exists():
@@ -191,8 +196,21 @@ class Zoo:
         return path
 
     @staticmethod
+    def _finish_interrupted_save(path: Path) -> None:
+        """After a kill between the two renames of ``save`` (no zoo at ``path``), moves the newer
+        complete zoo (the temporary one if its index was written, else the old one) into place."""
+        if path.exists():
+            return
+        for candidate in (path.parent / f".{path.name}.tmp", path.parent / f".{path.name}.old"):
+            if (candidate / _INDEX).is_file():
+                candidate.rename(path)
+                return
+
+    @staticmethod
     def exists(path: str | Path) -> bool:
-        return (Path(path) / _INDEX).is_file()
+        path = Path(path).absolute()
+        Zoo._finish_interrupted_save(path)
+        return (path / _INDEX).is_file()
 
     @classmethod
     def load(cls, path: str | Path, **expected) -> "Zoo":
@@ -201,7 +219,14 @@ class Zoo:
         if not cls.exists(path):
             raise FileNotFoundError(f"no model zoo at {path} ({_INDEX} missing); pre-train one with "
                                     f"experiments/pretrain_zoo.py --output_dir={path}")
-        index = json.loads((path / _INDEX).read_text())
+        try:
+            index = json.loads((path / _INDEX).read_text())
+            if not isinstance(index, dict) or not {"groups", "teachers"} <= set(index):
+                raise ValueError("it is not a zoo index (no 'groups'/'teachers')")
+        except (ValueError, UnicodeDecodeError) as error:  # json.JSONDecodeError is a ValueError
+            raise ValueError(f"the zoo index {path / _INDEX} is damaged ({str(error)[:200]}), so the zoo cannot be "
+                             f"read. Delete the zoo directory {path} so it is pre-trained again, or point the run "
+                             "at an intact copy") from error
         if index.get("format") != ZOO_FORMAT:
             raise ValueError(f"zoo at {path} has format {index.get('format')}, this free_jax reads "
                              f"{ZOO_FORMAT}; pre-train the zoo again")
@@ -213,7 +238,12 @@ class Zoo:
             size = group["size"]
             target = jax.eval_shape(lambda m=module, s=shape, n=size: jax.vmap(  # traced, not run
                 lambda k: init_variables(m, k, s))(jax.random.split(jax.random.key(0), n)))
-            variables[name] = checkpointing.restore_tree(path / "groups" / name, target)
+            try:
+                variables[name] = checkpointing.restore_tree(path / "groups" / name, target)
+            except checkpointing.CheckpointError as error:
+                raise checkpointing.CheckpointError(
+                    f"teacher group {name!r} of the zoo at {path} cannot be read: {error}. Delete the zoo directory "
+                    f"{path} so it is pre-trained again, or point the run at an intact copy") from error
         zoo = cls(specs, variables, index.get("metadata"))
         if any(value is not None for value in expected.values()):
             zoo.check_compatible(path=path, **expected)
