@@ -18,7 +18,7 @@ import numpy as np
 
 from free_jax import vectorize
 from free_jax.data.base import SplitData
-from free_jax.data.episodes import build_class_index, gather_tasks, sample_episode_indices
+from free_jax.data.episodes import build_class_index, check_episode_shape, gather_tasks, sample_episode_indices
 from free_jax.meta import maml
 from free_jax.meta.learner import MetaLearner
 
@@ -60,8 +60,18 @@ def confidence_interval(accuracies) -> tuple[float, float]:
 
 def make_episodes(split: SplitData, num_episodes: int = 600, way: int = 5, shot: int = 1,
                   query: int = 15, seed: int = 0) -> EpisodeSet:
-    """Draws the split's evaluation episodes once; same seed ⇒ same episodes."""
-    class_index = build_class_index(split.labels, split.num_classes)
+    """Draws the split's evaluation episodes once; same seed ⇒ same episodes.
+
+    Raises:
+      ValueError: an argument is out of range (way < 2, shot, query or num_episodes < 1), a label
+        is outside 0 .. num_classes − 1, or fewer than ``way`` classes hold ``shot + query`` images.
+    """
+    check_episode_shape(num_episodes, way, shot, query)
+    labels = np.asarray(split.labels)
+    if labels.size and (labels.min() < 0 or labels.max() >= split.num_classes):
+        raise ValueError(f"split.labels run from {labels.min()} to {labels.max()}, but split {split.name!r} has "
+                         f"{split.num_classes} class names: labels must lie in 0 .. {split.num_classes - 1}")
+    class_index = build_class_index(labels, split.num_classes)
     indices = sample_episode_indices(jax.random.key(seed), class_index, num_episodes, way, shot, query)
     return EpisodeSet(np.asarray(indices), way, shot, query, seed)
 
@@ -78,16 +88,48 @@ def default_chunk_size() -> int:
     return 4 if jax.default_backend() == "cpu" else 100
 
 
+def _check_eval_inputs(meta_learner, images, episodes: EpisodeSet, steps, chunk_size, image_shape) -> None:
+    shape, dtype = tuple(np.shape(images)), np.dtype(images.dtype)
+    if not np.issubdtype(dtype, np.integer):
+        raise ValueError(f"images have dtype {dtype}; evaluate expects the split's uint8 pixels in 0..255 "
+                         "(it scales them to [0, 1] itself). Pass the raw images, not normalised ones")
+    if len(shape) != 4:
+        raise ValueError(f"images have shape {shape}; evaluate expects (n, H, W, C)")
+    channels = int(np.shape(meta_learner.mean)[-1])
+    if shape[3] != channels or (image_shape is not None and shape[1:] != tuple(image_shape)):
+        wanted = tuple(image_shape) if image_shape is not None else f"(H, W, {channels})"
+        raise ValueError(f"images are {shape[1:]} (H, W, C) but the meta-learner takes {wanted}; "
+                         "resize the images to the learner's resolution first")
+    if episodes.num_episodes < 1:
+        raise ValueError("episodes holds no episode; draw num_episodes ≥ 1 with make_episodes")
+    largest = int(np.max(episodes.indices))
+    if largest >= shape[0]:
+        raise ValueError(f"the episodes address image {largest}, but only {shape[0]} images were given: pass the "
+                         "images of the split the episodes were drawn from")
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+        raise ValueError(f"steps={steps!r} is invalid: an integer ≥ 0")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size={chunk_size!r} is invalid: an integer ≥ 1, or None for the backend default")
+
+
 def evaluate(meta_learner: MetaLearner, images, episodes: EpisodeSet, steps: int = 10,
              lr: float = 0.01, chunk_size: int | None = None,
-             strategy: vectorize.Strategy = "auto") -> EvalResult:
+             strategy: vectorize.Strategy = "auto", image_shape=None) -> EvalResult:
     """Adapts ``meta_learner`` to every episode and scores its query set.
 
     Args:
       images: the split's uint8 images (n, H, W, C), ideally already on device.
       chunk_size: episodes per compiled call; the last chunk is padded (results dropped) so
         every call reuses one compiled program.
+      image_shape: the (H, W, C) the meta-learner was built for; if given, ``images`` must have it
+        (a Conv4 accepts several sizes, so another size would score near chance, silently).
+
+    Raises:
+      ValueError: images that are not integer (uint8) pixels, of another channel count than the
+        learner's normalisation or another shape than ``image_shape``, fewer images than the
+        episodes address, or steps < 0 / chunk_size < 1.
     """
+    _check_eval_inputs(meta_learner, images, episodes, steps, chunk_size, image_shape)
     chunk_size = min(chunk_size or default_chunk_size(), episodes.num_episodes)
     images = jnp.asarray(images)
     indices = episodes.indices

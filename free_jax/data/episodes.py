@@ -67,11 +67,26 @@ def check_enough_classes(counts, way: int, per_class: int, what: str) -> None:
                          f"but a {way}-way task needs {way}. Use fewer shots/queries/ways or more data.")
 
 
+def check_episode_shape(num_episodes: int, way: int, shot: int, query: int) -> None:
+    """Raises ValueError naming the first of the episode arguments out of range."""
+    for name, value, minimum in (("num_episodes", num_episodes, 1), ("way", way, 2), ("shot", shot, 1),
+                                 ("query", query, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+            raise ValueError(f"{name}={value!r} is invalid: episodes need an integer {name} ≥ {minimum}")
+
+
 def sample_episode_indices(key: jax.Array, class_index: ClassIndex, num_episodes: int, way: int,
                            shot: int, query: int) -> jnp.ndarray:
     """(num_episodes, way, shot + query) image indices; episode classes are relabelled 0..way−1
-    in the order drawn, the first ``shot`` of each row are support, the rest query."""
-    check_enough_classes(class_index.counts, way, shot + query, "episode sampling")
+    in the order drawn, the first ``shot`` of each row are support, the rest query.
+
+    Raises:
+      ValueError: an argument is out of range, or fewer than ``way`` classes hold ``shot + query``
+        images.
+    """
+    check_episode_shape(num_episodes, way, shot, query)
+    check_enough_classes(class_index.counts, way, shot + query,
+                         f"episode sampling (shot={shot} + query={query} images per class)")
     max_slots = class_index.table.shape[1]
 
     def one(episode_key):

@@ -49,7 +49,8 @@ def load_eval_domains(config, split: str, shots, num_episodes: int) -> list[Eval
 def evaluate_domains(meta_learner, domains, shot: int, config) -> dict[str, evaluation.EvalResult]:
     """Per-domain results for ``shot``-shot episodes, plus "mean" (the mean over domains) if several."""
     results = {d.name: evaluation.evaluate(meta_learner, d.images, d.episodes[shot], config.eval.steps,
-                                           config.eval.lr, config.eval.chunk_size or None, config.strategy)
+                                           config.eval.lr, config.eval.chunk_size or None, config.strategy,
+                                           image_shape=(config.image_size, config.image_size, d.images.shape[-1]))
                for d in domains}
     if len(results) > 1:
         accuracies = np.mean([r.accuracies for r in results.values()], axis=0)

@@ -13,14 +13,14 @@ import dataclasses
 from pathlib import Path
 
 import jax
-import numpy as np
 
 from free_jax import checkpointing, data as data_lib
 from free_jax.evaluation import TRANSDUCTIVE_NOTE, EvalResult
 from free_jax.meta.learner import MetaLearner, create_meta_learner
 from free_jax.training import evaldata
 from free_jax.training.config import step_config
-from free_jax.training.loop import _abstract_state, _train_metadata
+from free_jax.training.loop import _abstract_state, _train_metadata, meta_learner_input
+from free_jax.training.validate import validate_config
 from free_jax.zoo.store import Zoo
 
 WHICH = ("best", "latest")
@@ -52,16 +52,6 @@ class SavedEvaluation:
         return "\n".join(lines) + "\n"
 
 
-def _image_shape_and_normalisation(config):
-    """(image_shape, mean, std) of the meta-learner, computed as the training loop does."""
-    train_splits = [data_lib.load_split(n, "train", config.data_dir or None, **evaldata.data_options(config, n))
-                    for n in config.datasets]
-    image_shape = (config.image_size, config.image_size, train_splits[0].channels)
-    mean = np.mean([s.mean for s in train_splits], axis=0)
-    std = np.mean([s.std for s in train_splits], axis=0)
-    return image_shape, mean, std
-
-
 def load_saved_meta_learner(config, workdir: str | Path, which: str = "best") -> tuple[MetaLearner, int]:
     """The meta-learner saved by a run in ``workdir`` and the iteration it was saved at.
 
@@ -79,7 +69,8 @@ def load_saved_meta_learner(config, workdir: str | Path, which: str = "best") ->
     directory = workdir / "checkpoints"
     if not directory.is_dir():
         raise checkpointing.CheckpointError(f"no checkpoints in {workdir}: is it the --workdir of a FREE run?")
-    image_shape, mean, std = _image_shape_and_normalisation(config)
+    zoo = Zoo.load(config.zoo_path or workdir / "zoo")
+    image_shape, mean, std = meta_learner_input(config, zoo.specs)   # as the training loop: from the zoo
     meta_learner = create_meta_learner(jax.random.key(config.seed), config.meta_arch, config.way, image_shape,
                                        mean, std, config.meta_width)
     checkpoints = checkpointing.TrainingCheckpoints(directory, config.keep_checkpoints)
@@ -95,7 +86,6 @@ def load_saved_meta_learner(config, workdir: str | Path, which: str = "best") ->
             return meta_learner.replace_params(params), int(metadata.get("step", checkpoints.best_step()))
         if checkpoints.latest_step() is None:
             raise checkpointing.CheckpointError(f"no training-state checkpoint under {directory / 'latest'}")
-        zoo = Zoo.load(config.zoo_path or workdir / "zoo")
         abstract_state = jax.eval_shape(_abstract_state(config, zoo, image_shape, mean, std, step_config(config)))
         state, metadata = checkpoints.restore(abstract_state)
         if metadata.get("config") != _train_metadata(config):
@@ -125,9 +115,14 @@ def evaluate_saved(config, workdir: str | Path, split: str = "test", shots=(1, 5
       baseline: also score a randomly initialised meta-learner (the training loop's random-init
         baseline) on the same episodes.
     """
+    validate_config(config)
     if split not in data_lib.SPLITS:
         raise ValueError(f"split={split!r}; choose one of {data_lib.SPLITS}")
     shots = tuple(int(s) for s in shots)
+    if not shots or min(shots) < 1:
+        raise ValueError(f"shots={shots}: give one or more shot counts ≥ 1")
+    if isinstance(episodes, bool) or int(episodes) != episodes or episodes < 1:
+        raise ValueError(f"episodes={episodes!r} is invalid: an integer ≥ 1")
     meta_learner, step = load_saved_meta_learner(config, workdir, which)
     domains = evaldata.load_eval_domains(config, split, shots, episodes)
     free = {shot: evaldata.evaluate_domains(meta_learner, domains, shot, config) for shot in shots}

@@ -38,8 +38,9 @@ def build_report(config, tests: dict, best_val: float, best_step: int, phase_sec
               "| --- | --- | --- | --- | --- |"]
     for phase, seconds in phase_seconds.items():
         rest = seconds[1:]
-        median = statistics.median(rest) if rest else float("nan")
-        lines.append(f"| {phase} | {seconds[0]:.2f} | {median:.3f} | {len(seconds)} | {sum(seconds):.1f} |")
+        median = statistics.median(rest) if rest else None  # called once: no median (JSON null, not NaN)
+        shown = "—" if median is None else f"{median:.3f}"
+        lines.append(f"| {phase} | {seconds[0]:.2f} | {shown} | {len(seconds)} | {sum(seconds):.1f} |")
         payload["phase_seconds"][phase] = {"first": seconds[0], "median_after": median, "calls": len(seconds),
                                            "total": sum(seconds)}
     if start_step:

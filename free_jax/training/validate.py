@@ -1,0 +1,60 @@
+"""Checks a FREE run configuration before any work, so a bad value fails in a second, not after minutes.
+
+Each check raises ``ValueError`` naming the setting (as the ``--config.`` flag spells it), the
+value and the range it must lie in. Checks that need the data (e.g. queries per class against
+the images a class holds) stay where the data is loaded.
+"""
+from __future__ import annotations
+
+from free_jax import vectorize
+
+_BANK_DTYPES = ("uint8", "bfloat16", "float32")
+
+
+def _require(ok: bool, name: str, value, rule: str) -> None:
+    if not ok:
+        raise ValueError(f"--config.{name}={value!r} is invalid: it must be {rule}.")
+
+
+def _int_at_least(config, name: str, minimum: int) -> None:
+    value = config
+    for part in name.split("."):
+        value = value[part]
+    _require(isinstance(value, int) and not isinstance(value, bool) and value >= minimum, name, value,
+             f"an integer ≥ {minimum}")
+
+
+def _positive(config, name: str) -> None:
+    value = config
+    for part in name.split("."):
+        value = value[part]
+    _require(isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0, name, value,
+             "a number > 0")
+
+
+def validate_config(config) -> None:
+    """Raises ValueError naming the first setting of ``config`` (a FREE run ConfigDict) out of range."""
+    for name in ("iterations", "shot", "query", "teachers_per_iteration", "image_size", "meta_width",
+                 "bank_capacity", "checkpoint_every", "keep_checkpoints", "log_every",
+                 "eval.every", "eval.val_episodes", "eval.test_episodes", "eval.query",
+                 "inversion.images_per_class", "inversion.k", "inversion.nz", "inversion.ngf",
+                 "replay.tasks_per_batch", "replay.batches", "replay.inner_steps", "zoo.num_teachers"):
+        _int_at_least(config, name, 1)
+    for name in ("warmup", "grid_every", "eval.steps", "replay.patience", "eval.chunk_size"):
+        _int_at_least(config, name, 0)
+    _int_at_least(config, "way", 2)
+    for name in ("outer_lr", "align_lr", "eval.lr", "replay.inner_lr", "inversion.gen_lr", "inversion.meta_lr"):
+        _positive(config, name)
+    _require(len(config.datasets) >= 1, "datasets", config.datasets, "at least one dataset name")
+    shots = tuple(config.eval.test_shots)
+    _require(len(shots) >= 1 and all(isinstance(s, int) and s >= 1 for s in shots), "eval.test_shots", shots,
+             "one or more integers ≥ 1")
+    pairs = len(config.datasets) * len(config.zoo.archs)  # the run's datasets override zoo.datasets
+    _require(config.zoo.num_teachers >= pairs, "zoo.num_teachers", config.zoo.num_teachers,
+             f"at least one teacher per (dataset, architecture) pair, i.e. ≥ {pairs}")
+    _require(config.bank_dtype in _BANK_DTYPES, "bank_dtype", config.bank_dtype, f"one of {_BANK_DTYPES}")
+    _require(config.strategy in vectorize.STRATEGIES, "strategy", config.strategy, f"one of {vectorize.STRATEGIES}")
+    if config.inversion.images_per_class < config.shot + config.query:
+        raise ValueError(f"--config.inversion.images_per_class={config.inversion.images_per_class} is smaller than "
+                         f"shot + query = {config.shot + config.query}: one teacher's images could never form a "
+                         "replay task. Raise images_per_class or lower query.")
