@@ -11,12 +11,15 @@ import numpy as np
 import pytest
 
 from free_jax import checkpointing, models
+from free_jax import data as data_lib
+from free_jax.data import registry as data_registry
 from free_jax.inversion import InversionConfig
 from free_jax.meta.replay import ReplayConfig
 from free_jax.training import evaldata, loop
 from free_jax.training import step as step_lib
 from free_jax.training.state import init_state
 from free_jax.zoo.group import TeacherGroup
+from free_jax.zoo.store import Zoo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments" / "configs"))
 import glyphs as glyph_configs  # noqa: E402
@@ -78,7 +81,8 @@ def test_align_phase_uses_the_configured_inner_optimizer():
     images = jax.random.uniform(jax.random.key(3), (group.size, config.inversion.batch_size, 16, 16, 1))
     params = {}
     for name in ("adam", "sgd"):
-        state, metrics = step_lib.align_phase(make(), [group], [images], dataclasses.replace(config, align_optimizer=name))
+        named = dataclasses.replace(config, align_optimizer=name)
+        state, metrics = step_lib.align_phase(make(), [group], [images], named)
         assert np.isfinite(float(metrics["kd_loss"]))
         params[name] = state.meta_learner.params
     leaves = zip(jax.tree_util.tree_leaves(params["adam"]), jax.tree_util.tree_leaves(params["sgd"]))
@@ -147,6 +151,38 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(uninterrupted, tmp_pat
     assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+class TrainingImagesLoaded(RuntimeError):
+    pass
+
+
+@pytest.mark.slow
+def test_free_run_needs_no_training_images_once_the_zoo_exists(uninterrupted, tmp_path, monkeypatch):
+    """Data-freedom is structural: with the zoo built, the meta-train split cannot be loaded and
+    the run still trains (input normalisation from the teachers' specs), computing exactly what
+    the shared run with the split available computed; only meta-val/test images are read."""
+    root, _, _ = uninterrupted
+    config = smoke_config(root / "run" / "zoo", iterations=2)
+    splits = [data_lib.load_split(n, "train", **evaldata.data_options(config, n)) for n in config.datasets]
+    image_shape, mean, std = loop.meta_learner_input(config, Zoo.load(root / "run" / "zoo").specs)
+    assert image_shape == (config.image_size, config.image_size, splits[0].channels)
+    np.testing.assert_array_equal(mean, np.mean([s.mean for s in splits], axis=0))     # what the split gives
+    np.testing.assert_array_equal(std, np.mean([s.std for s in splits], axis=0))
+    original = data_lib.load_split
+
+    def without_train(name, split, *args, **kwargs):
+        if split == "train":
+            raise TrainingImagesLoaded(f"the FREE run tried to load the meta-train split of {name}")
+        return original(name, split, *args, **kwargs)
+
+    monkeypatch.setattr(data_lib, "load_split", without_train)
+    monkeypatch.setattr(data_registry, "load_split", without_train)
+    results = loop.run(config, tmp_path / "run", log=lambda *_: None)
+    assert results["best_step"] == 2 and set(results["test"])
+    read = lambda path: [json.loads(line) for line in path.read_text().splitlines()]
+    assert read(tmp_path / "run" / "metrics.jsonl") == [
+        line for line in read(root / "run" / "metrics.jsonl") if line["step"] < 2]
 
 
 def _final_state(workdir):

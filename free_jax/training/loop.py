@@ -17,7 +17,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from free_jax import checkpointing, data as data_lib, memory
+from free_jax import checkpointing, memory
 from free_jax.inversion import invert
 from free_jax.inversion.grid import recovered_grid_png, teacher_rows
 from free_jax.meta.learner import create_meta_learner
@@ -45,6 +45,34 @@ def _check_finite(step: int, metrics: dict, checkpoint_dir: Path) -> None:
                 f"non-finite {name} = {value} at iteration {step}, in the {phase} phase. The run stopped; "
                 f"the last good checkpoint in {checkpoint_dir} is kept. Lower the learning rates or "
                 f"beta_align, or check the zoo, then rerun the same command to resume from it.")
+
+
+def meta_learner_input(config, specs) -> tuple[tuple[int, int, int], np.ndarray, np.ndarray]:
+    """(image_shape, mean, std) of the meta-learner, read from the zoo's teacher specs.
+
+    Data-free by construction: every ``TeacherSpec`` stores its dataset's channel count and the
+    per-channel mean/std of that dataset's meta-train split, so once the zoo exists no training
+    image is needed. The meta-learner takes (image_size, image_size, C) images normalised with,
+    over the D configured datasets, mean = (1/D) Σ_d mean_d and std = (1/D) Σ_d std_d.
+
+    Raises:
+      ValueError: a configured dataset has no teacher in the zoo, or the datasets' channel
+        counts differ.
+    """
+    per_dataset = []
+    for name in config.datasets:
+        spec = next((s for s in specs if s.dataset == name), None)
+        if spec is None:
+            raise ValueError(f"the zoo has no teacher of dataset {name!r}, so its input normalisation is unknown; "
+                             "point the run at a zoo pre-trained on every configured dataset")
+        per_dataset.append(spec)
+    channels = {int(spec.image_shape[-1]) for spec in per_dataset}
+    if len(channels) != 1:
+        raise ValueError("multi-domain runs need the same channel count in every dataset")
+    image_shape = (config.image_size, config.image_size, channels.pop())
+    mean = np.mean([spec.mean for spec in per_dataset], axis=0)
+    std = np.mean([spec.std for spec in per_dataset], axis=0)
+    return image_shape, mean, std
 
 
 def _train_metadata(config) -> dict:
@@ -75,14 +103,7 @@ def run(config, workdir: str | Path, *, log=print) -> dict:
     zoo = build_or_load_zoo(str(zoo_path), zoo_config)
     zoo.check_compatible(way=config.way, datasets=config.datasets, path=zoo_path)
 
-    train_splits = [data_lib.load_split(n, "train", config.data_dir or None, **evaldata.data_options(config, n))
-                    for n in config.datasets]
-    channels = train_splits[0].channels
-    if any(s.channels != channels for s in train_splits):
-        raise ValueError("multi-domain runs need the same channel count in every dataset")
-    image_shape = (config.image_size, config.image_size, channels)
-    mean = np.mean([s.mean for s in train_splits], axis=0)
-    std = np.mean([s.std for s in train_splits], axis=0)
+    image_shape, mean, std = meta_learner_input(config, zoo.specs)   # no training images past this point
 
     make_state = _abstract_state(config, zoo, image_shape, mean, std, step_cfg)
     abstract = jax.eval_shape(make_state)
