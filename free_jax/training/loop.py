@@ -26,6 +26,8 @@ from free_jax.training.config import step_config
 from free_jax.training.logging import MetricsWriter, Progress
 from free_jax.training.state import init_state
 from free_jax.training.step import PhaseTimer, recover_phase, run_phases
+from free_jax.training.validate import validate_config
+from free_jax.training.workdir import kill_point, workdir_lock
 from free_jax.zoo import build_or_load_zoo
 from free_jax.zoo.store import Zoo
 
@@ -45,6 +47,23 @@ def _check_finite(step: int, metrics: dict, checkpoint_dir: Path) -> None:
                 f"non-finite {name} = {value} at iteration {step}, in the {phase} phase. The run stopped; "
                 f"the last good checkpoint in {checkpoint_dir} is kept. Lower the learning rates or "
                 f"beta_align, or check the zoo, then rerun the same command to resume from it.")
+
+
+def _finite_save(save, step: int, metrics: dict, tree, metadata: dict, checkpoint_dir: Path, log_every: int) -> None:
+    """``save(step + 1, tree, metadata)`` unless this iteration's losses or ``tree`` hold NaN/inf.
+
+    Checked before every save, not only at logged iterations, so no checkpoint ever holds a
+    non-finite state: the losses (one host sync per save) name the phase; the state check (one
+    all-finite reduction on device, inside ``save``) catches a state that went bad earlier."""
+    _check_finite(step, {k: float(v) for k, v in metrics.items()}, checkpoint_dir)
+    try:
+        save(step + 1, tree, metadata)
+    except checkpointing.NonFiniteStateError as error:
+        raise NonFiniteLossError(
+            f"the training state holds NaN/inf at iteration {step}, though this iteration's losses are finite: "
+            f"it went bad at an earlier, unlogged iteration (log_every={log_every}). {error}. The run stopped; the "
+            f"last good checkpoint in {checkpoint_dir} is kept. Rerun with --config.log_every=1 to see the phase, "
+            "lower the learning rates or beta_align, or check the zoo.") from error
 
 
 def meta_learner_input(config, specs) -> tuple[tuple[int, int, int], np.ndarray, np.ndarray]:
@@ -91,10 +110,21 @@ def _abstract_state(config, zoo: Zoo, image_shape, mean, std, step_cfg):
 
 
 def run(config, workdir: str | Path, *, log=print) -> dict:
-    """Trains FREE as configured in ``workdir`` (resuming if it holds a checkpoint); returns results."""
+    """Trains FREE as configured in ``workdir`` (resuming if it holds a checkpoint); returns results.
+
+    The configuration is validated before any work, and ``workdir`` is locked for the whole run
+    (a second process on it gets ``WorkdirBusyError``)."""
+    validate_config(config)
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
+    with workdir_lock(workdir):
+        return _run_locked(config, workdir, log=log)
+
+
+def _run_locked(config, workdir: Path, *, log) -> dict:
     step_cfg = step_config(config)
+    # Before the zoo: a query count the val classes cannot supply fails in seconds, not after pre-training.
+    val_domains = evaldata.load_eval_domains(config, "val", (config.shot,), config.eval.val_episodes)
     zoo_path = Path(config.zoo_path or workdir / "zoo")
     zoo_config = config.zoo.copy_and_resolve_references()
     with zoo_config.unlocked():
@@ -122,7 +152,6 @@ def run(config, workdir: str | Path, *, log=print) -> dict:
         state = make_state()
     start = int(state.step)
 
-    val_domains = evaldata.load_eval_domains(config, "val", (config.shot,), config.eval.val_episodes)
     writer = MetricsWriter(workdir, start)
     progress = Progress(config.iterations, start)
     sample_key = jax.random.fold_in(jax.random.key(config.seed), 7)
@@ -147,12 +176,17 @@ def run(config, workdir: str | Path, *, log=print) -> dict:
             log(f"[free] iteration {done}: meta-val {config.way}-way {config.shot}-shot {val}")
             if val.mean > best_val:
                 best_val, best_step = val.mean, done
-                checkpoints.save_best(done, state.meta_learner.params, {"val_accuracy": val.mean, "step": done})
+                _finite_save(checkpoints.save_best, step, metrics, state.meta_learner.params,
+                             {"val_accuracy": val.mean, "step": done}, checkpoints.directory, config.log_every)
+                kill_point("after_best_save", done)
         if config.grid_every and not warmup and (done % config.grid_every == 0 or done == config.iterations):
             _write_grid(state, groups, step_cfg, workdir / f"recovered_{done:06d}.png")
+            kill_point("after_grid", done)
         if done % config.checkpoint_every == 0 or done == config.iterations:
-            checkpoints.save(done, state, {"best_val": best_val, "best_step": best_step,
-                                           "config": _train_metadata(config)})
+            _finite_save(checkpoints.save, step, metrics, state, {"best_val": best_val, "best_step": best_step,
+                                                                 "config": _train_metadata(config)},
+                         checkpoints.directory, config.log_every)
+            kill_point("after_latest_save", done)
     progress.newline()
     writer.close()
 
@@ -169,7 +203,7 @@ def run(config, workdir: str | Path, *, log=print) -> dict:
                        "random_init": evaldata.evaluate_domains(random_init, test_domains, shot, config)}
     report = results_lib.build_report(config, tests, best_val, best_step, timed.seconds, start)
     (workdir / "results.md").write_text(report["markdown"])
-    (workdir / "results.json").write_text(json.dumps(report["json"], indent=2))
+    (workdir / "results.json").write_text(json.dumps(report["json"], indent=2, allow_nan=False))
     log(report["markdown"])
     checkpoints.close()
     return report["json"]
