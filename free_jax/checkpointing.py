@@ -27,6 +27,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,8 @@ def _is_disk_full(error: BaseException) -> bool:
 
 def _raise_if_disk_full(error: BaseException, path: Path) -> None:
     if _is_disk_full(error):
+        for partial in path.parent.glob(f"{path.name}.orbax-checkpoint-tmp*"):  # give the space back
+            shutil.rmtree(partial, ignore_errors=True)
         raise CheckpointError(
             f"disk full while writing checkpoint {path}: {str(error).splitlines()[0][:200]}. Nothing was "
             "saved there and the previous checkpoints are kept; free space on that disk (or point "

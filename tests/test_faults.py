@@ -93,6 +93,22 @@ def test_saving_an_existing_step_replaces_it(tmp_path):
     checkpoints.close()
 
 
+def test_a_save_killed_mid_write_leaves_nothing_in_the_way(tmp_path):
+    """A kill inside Orbax's write leaves ``<step>.orbax-checkpoint-tmp``: not a step; the rerun's save replaces it."""
+    first = checkpointing.TrainingCheckpoints(tmp_path)
+    first.save(2, _tree(2.0), {})
+    first.close()
+    partial = tmp_path / "latest" / "3.orbax-checkpoint-tmp"
+    (partial / "state").mkdir(parents=True)
+    (partial / "state" / "junk").write_bytes(b"half a write")
+    rerun = checkpointing.TrainingCheckpoints(tmp_path)
+    assert rerun.latest_step() == 2
+    rerun.save(3, _tree(3.0), {})
+    assert not partial.exists()
+    _assert_equal(rerun.restore(_tree())[0], _tree(3.0))
+    rerun.close()
+
+
 # ------------------------------------------------------------------ 2. damaged files
 @pytest.mark.parametrize("how", ["flip", "truncate"])
 def test_damaged_latest_falls_back_to_previous_with_a_warning(tmp_path, how):
@@ -248,6 +264,8 @@ _FILL_TMPFS = textwrap.dedent("""
         checkpointing.save_tree(sys.argv[1] + "/ckpt", {"w": np.random.default_rng(0).random(1 << 20, np.float32)})
     except checkpointing.CheckpointError as error:
         print("CLEAR:", error)
+    import os
+    print("LEFT:", os.listdir(sys.argv[1]))
 """)
 
 
@@ -264,6 +282,7 @@ def test_disk_full_on_a_real_small_filesystem(tmp_path):
     if done.returncode == 77 or "Operation not permitted" in done.stderr:
         pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()[:200]}); the mocked disk-full test covers it")
     assert "CLEAR: disk full while writing checkpoint" in done.stdout, done.stdout + done.stderr[-3000:]
+    assert "LEFT: []" in done.stdout                # the partial write was removed, its space given back
 
 
 # ------------------------------------------------------------------ 6. two processes, one workdir
