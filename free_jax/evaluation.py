@@ -20,7 +20,7 @@ from free_jax import vectorize
 from free_jax.data.base import SplitData
 from free_jax.data.episodes import build_class_index, check_episode_shape, gather_tasks, sample_episode_indices
 from free_jax.meta import maml
-from free_jax.meta.learner import MetaLearner
+from free_jax.models.learner import MetaLearner
 
 TRANSDUCTIVE_NOTE = "BatchNorm uses each batch's statistics during adaptation and scoring (transductive)"
 

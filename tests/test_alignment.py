@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from free_jax import models
-from free_jax.inversion import augment
+from free_jax import augment
 from free_jax.meta import alignment
-from free_jax.meta.learner import create_meta_learner
+from free_jax.models.learner import create_meta_learner
 from free_jax.normalization import normalize
 from free_jax.zoo.group import TeacherGroup
 

@@ -6,7 +6,7 @@ import pytest
 from free_jax import evaluation
 from free_jax.data.base import SplitData
 from free_jax.data.episodes import build_class_index, gather_tasks, sample_episode_indices
-from free_jax.meta.learner import create_meta_learner
+from free_jax.models.learner import create_meta_learner
 
 
 def colour_split(num_classes=8, per_class=20, size=16, seed=0):

@@ -24,7 +24,7 @@ import pytest
 
 from free_jax import checkpointing, evaluation
 from free_jax.data.base import SplitData
-from free_jax.meta.learner import create_meta_learner
+from free_jax.models.learner import create_meta_learner
 from free_jax.models import build_backbone, init_variables
 from free_jax.training import loop, results as results_lib
 from free_jax.training.validate import validate_config

@@ -14,12 +14,12 @@ import optax
 import pytest
 
 from free_jax import models
-from free_jax.inversion import (InversionConfig, adversarial_loss, bn_statistics_loss,
-                                cross_entropy, init_generator, inversion_loss, invert,
-                                kl_divergence, l2_prior, meta_update_generator, random_crop_flip,
-                                relative_targets, resize_to, total_variation)
-from free_jax.inversion import baselines
-from free_jax.meta.learner import MetaLearner, create_meta_learner
+from free_jax.augment import random_crop_flip, resize_to
+from free_jax.inversion import (InversionConfig, baselines, init_generator, inversion_loss, invert,
+                                meta_update_generator, relative_targets)
+from free_jax.losses import (adversarial_loss, bn_statistics_loss, cross_entropy, kl_divergence, l2_prior,
+                             total_variation)
+from free_jax.models.learner import MetaLearner, create_meta_learner
 from free_jax.zoo.group import TeacherGroup
 
 CONFIG = InversionConfig(way=3, images_per_class=2, nz=8, ngf=4, k=2, scan_steps=True, flip=True)

@@ -9,7 +9,7 @@ import pytest
 
 from free_jax import models, sharding
 from free_jax.meta import maml
-from free_jax.meta.learner import create_meta_learner
+from free_jax.models.learner import create_meta_learner
 
 
 def tiny_learner(key=0, size=16, channels=1, width=4, way=3):

@@ -20,7 +20,7 @@ import numpy as np
 
 from free_jax.benchmarks import harness
 from free_jax.meta import maml
-from free_jax.meta.learner import create_meta_learner
+from free_jax.models.learner import create_meta_learner
 
 PYTORCH_TASK_S = 0.106  # one 2nd-order MAML task, authors' code on this CPU (MEASUREMENTS.md)
 

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from free_jax.meta.maml import Task
+from free_jax.data.task import Task
 from free_jax.normalization import to_unit_float
 
 

@@ -41,9 +41,9 @@ import optax
 from flax import struct
 
 from free_jax import models
-from free_jax.inversion import augment, losses
+from free_jax import augment, losses
 from free_jax.inversion.config import InversionConfig
-from free_jax.meta.learner import MetaLearner
+from free_jax.models.learner import MetaLearner
 from free_jax.vectorize import map_leading
 from free_jax.zoo.group import TeacherGroup
 

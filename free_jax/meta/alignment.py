@@ -31,9 +31,9 @@ import jax.numpy as jnp
 import optax
 
 from free_jax import models
-from free_jax.inversion import augment
-from free_jax.inversion.losses import kl_divergence
-from free_jax.meta.learner import MetaLearner
+from free_jax import augment
+from free_jax.losses import kl_divergence
+from free_jax.models.learner import MetaLearner
 from free_jax.zoo.group import TeacherGroup
 
 ALIGN_OPTIMIZERS = ("adam", "sgd")

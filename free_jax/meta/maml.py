@@ -16,39 +16,17 @@ with ``free_jax.vectorize.map_leading`` (Python loop on CPU, vmap on accelerator
 """
 from __future__ import annotations
 
-from typing import Callable, Literal, NamedTuple
+from typing import Callable, Literal
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from free_jax import vectorize
+from free_jax.data.task import Task
+from free_jax.losses import accuracy, cross_entropy
 
 LogitsFn = Callable[[object, jnp.ndarray], jnp.ndarray]  # (params, images01) -> logits
 InnerLoop = Literal["unroll", "scan"]
-
-
-class Task(NamedTuple):
-    """One N-way K-shot task (or a stack of them with a leading task axis).
-
-    support_x: (N·K, H, W, C) float in [0, 1]; support_y: (N·K,) int in 0..N−1;
-    query_x: (N·Q, H, W, C); query_y: (N·Q,).
-    """
-
-    support_x: jnp.ndarray
-    support_y: jnp.ndarray
-    query_x: jnp.ndarray
-    query_y: jnp.ndarray
-
-
-def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
-    """Mean softmax cross-entropy ``−1/B Σ_b log softmax(logits_b)[y_b]``."""
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-
-
-def accuracy(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
-    """Fraction of rows whose arg-max equals the label."""
-    return jnp.mean(jnp.argmax(logits, -1) == labels)
 
 
 def adapt(logits_fn: LogitsFn, params, support_x, support_y, steps: int, lr: float,

@@ -27,7 +27,7 @@ import optax
 
 from free_jax import memory
 from free_jax.meta import maml
-from free_jax.meta.learner import MetaLearner
+from free_jax.models.learner import MetaLearner
 
 
 @dataclasses.dataclass(frozen=True)

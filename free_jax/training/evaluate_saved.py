@@ -16,7 +16,7 @@ import jax
 
 from free_jax import checkpointing, data as data_lib
 from free_jax.evaluation import TRANSDUCTIVE_NOTE, EvalResult
-from free_jax.meta.learner import MetaLearner, create_meta_learner
+from free_jax.models.learner import MetaLearner, create_meta_learner
 from free_jax.training import evaldata
 from free_jax.training.config import step_config
 from free_jax.training.loop import _abstract_state, _train_metadata, meta_learner_input

@@ -20,7 +20,7 @@ import numpy as np
 from free_jax import checkpointing, memory
 from free_jax.inversion import invert
 from free_jax.inversion.grid import recovered_grid_png, teacher_rows
-from free_jax.meta.learner import create_meta_learner
+from free_jax.models.learner import create_meta_learner
 from free_jax.training import evaldata, results as results_lib
 from free_jax.training.config import step_config
 from free_jax.training.logging import MetricsWriter, Progress

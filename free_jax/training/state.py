@@ -10,7 +10,7 @@ from flax import struct
 
 from free_jax import memory
 from free_jax.inversion import InversionConfig, init_generator
-from free_jax.meta.learner import MetaLearner, create_meta_learner
+from free_jax.models.learner import MetaLearner, create_meta_learner
 
 
 @struct.dataclass

@@ -49,7 +49,7 @@ class MetaLearner:
 
 def create_meta_learner(key: jax.Array, arch: str, num_classes: int, image_shape, mean, std,
                         width: int | None = None) -> MetaLearner:
-    """A freshly initialised meta-learner (Conv4-32 by default, SPEC §3)."""
+    """A freshly initialised meta-learner (Conv4-32 by default, as the FREE paper's)."""
     module = models.build_backbone(arch, num_classes, width)
     variables = models.init_variables(module, key, tuple(image_shape))
     return MetaLearner(variables=variables, mean=jnp.asarray(mean, jnp.float32),

@@ -1,6 +1,9 @@
-"""The inversion losses of FIVE and of the baselines (SPEC §2.1, §5), as pure functions.
+"""The losses and metrics of FREE, as pure functions: one copy for inversion, MAML and alignment.
 
-Every loss takes logits/statistics already computed, so one forward pass serves several terms.
+Cross-entropy and accuracy serve MAML's inner and outer loops and the inversion's teacher term;
+the KL divergence serves the adversarial term and the alignment's distillation; the remaining
+terms are the inversion's (FIVE's adversarial term and the baselines' image priors). Every loss
+takes logits/statistics already computed, so one forward pass serves several terms.
 """
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import optax
 
 
 def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
@@ -16,10 +20,9 @@ def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
     CE = −(1/B) Σ_b log softmax(logits_b)[y_b].
 
     Args:
-      logits: (B, N). labels: int (B,) in 0..N-1 (labels relative to the teacher's task).
+      logits: (B, N). labels: int (B,) in 0..N-1 (relative to the task's or teacher's classes).
     """
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
-    return -jnp.mean(jnp.take_along_axis(log_probs, labels[:, None], axis=-1))
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
 def kl_divergence(p_logits: jnp.ndarray, q_logits: jnp.ndarray) -> jnp.ndarray:
