@@ -59,7 +59,8 @@ setup(
         *_FONT_PACKAGES,
     ],
     extras_require={
-        "test": ["pytest>=8.0"],
+        # The linter runs with the tests (.ci/run); its version is pinned so its verdict is stable.
+        "test": ["pytest>=8.0", "ruff>=0.17,<0.18"],
         # Reading prepared TFDS tfrecord datasets (cifar100, caltech_birds2011) needs TensorFlow.
         "tfds": ["tensorflow-cpu>=2.16"],
     },

@@ -12,7 +12,6 @@ class, columns = samples; green confidence ≥ 0.5, red below).
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 

@@ -69,17 +69,3 @@ def teacher_input(views01: jnp.ndarray, image_shape, mean, std) -> jnp.ndarray:
     """
     return (resize_to(views01, image_shape) - mean) / std
 
-
-def teacher_view(key: jax.Array, images01: jnp.ndarray, image_shape, mean, std,
-                 padding: int = 4, flip: bool = True) -> jnp.ndarray:
-    """What one teacher sees: ``normalize(resize_to(random_crop_flip(x), shape))``.
-
-    The crop is drawn at the generator's resolution, so the meta-learner's view
-    ``random_crop_flip(key, x)`` with the same key is the same crop (module docstring).
-
-    Args:
-      key: augmentation key (share it with the meta-learner's view so both see the same draw).
-      images01: (B, H, W, C) in [0, 1] at the generator's resolution.
-      image_shape: the teacher's (H', W', C). mean, std: (C,) its normalisation.
-    """
-    return teacher_input(random_crop_flip(key, images01, padding, flip), image_shape, mean, std)

@@ -6,8 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from free_jax import models
-from free_jax import augment
+from free_jax import augment, models
 from free_jax.meta import alignment
 from free_jax.models.learner import create_meta_learner
 from free_jax.normalization import normalize
@@ -42,8 +41,8 @@ def _check_alignment_by_hand():
     learner, group, images = (to_f64(x) for x in make_problem(0))
     key = jax.random.key(11)
     lr, beta, tau = 1e-2, 3.0, 2.0
-    gradient, metrics = jax.jit(lambda l, g, im, k: alignment.alignment_gradient(
-        l, [g], [im], k, inner_lr=lr, beta_align=beta, tau=tau, crop_padding=2, flip=True))(learner, group, images, key)
+    gradient, metrics = jax.jit(lambda m, g, im, k: alignment.alignment_gradient(
+        m, [g], [im], k, inner_lr=lr, beta_align=beta, tau=tau, crop_padding=2, flip=True))(learner, group, images, key)
 
     # By hand: the same order and augmentation draws, Adam written out, one teacher at a time.
     order_key, aug_key = jax.random.split(key)
@@ -55,7 +54,8 @@ def _check_alignment_by_hand():
     for position, teacher in enumerate(np.asarray(local)):
         views = augment.random_crop_flip(jax.random.fold_in(aug_key, position), images[teacher], 2, True)
         t_vars = jax.tree_util.tree_map(lambda leaf: leaf[teacher], group.variables)
-        t_logits = models.apply(group.module, t_vars, normalize(views, group.mean[teacher], group.std[teacher]), "running")
+        t_logits = models.apply(group.module, t_vars, normalize(views, group.mean[teacher], group.std[teacher]),
+                                "running")
         def kd(p):
             s_logits = models.apply(learner.module, {**learner.variables, "params": p},
                                     normalize(views, learner.mean, learner.std), "batch")
@@ -77,7 +77,8 @@ def _teacher_gradients(learner, group, images, params):
     grads = []
     for teacher in range(group.size):
         t_vars = jax.tree_util.tree_map(lambda leaf: leaf[teacher], group.variables)
-        t_logits = models.apply(group.module, t_vars, normalize(images[teacher], group.mean[teacher], group.std[teacher]), "running")
+        t_logits = models.apply(group.module, t_vars,
+                                normalize(images[teacher], group.mean[teacher], group.std[teacher]), "running")
         loss = lambda p: alignment.distillation_loss(t_logits, learner.logits_fn()(p, images[teacher]))
         grads.append(jnp.concatenate([g.ravel() for g in jax.tree_util.tree_leaves(jax.grad(loss)(params))]))
     return grads
@@ -114,7 +115,8 @@ def test_alignment_update_raises_teacher_gradient_inner_products():
         for seed in range(4):
             learner, group, images = (to_f64(x) for x in make_problem(seed, num_teachers=3))
             summed = jax.tree_util.tree_map(lambda *g: sum(g), *[
-                jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(learner.params), _split_like(g, learner.params))
+                jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(learner.params),
+                                             _split_like(g, learner.params))
                 for g in _teacher_gradients(learner, group, images, learner.params)])
             plain = jax.tree_util.tree_map(lambda p, g: p - lr * g, learner.params, summed)
             directions = [alignment.alignment_gradient(learner, [group], [images], jax.random.key(k), inner_lr=lr,

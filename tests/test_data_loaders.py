@@ -8,9 +8,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from free_jax.data import (DataNotFoundError, SplitData, available_datasets, combine_domains,
-                           dataset_info, load_split)
-from free_jax.data import cifar_fs, cub, miniimagenet
+from free_jax.data import (
+    DataNotFoundError,
+    SplitData,
+    available_datasets,
+    cifar_fs,
+    combine_domains,
+    cub,
+    dataset_info,
+    load_split,
+    miniimagenet,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -70,7 +78,7 @@ def _check_cifar_fs(data_dir):
         names = _cifar_names()
         # Each image is labelled with its own class: pixel (0, 0, red) holds the CIFAR-100 id.
         true_names = [names[v] for v in data.images[:, 0, 0, 0]]
-        assert true_names == [data.class_names[l] for l in data.labels]
+        assert true_names == [data.class_names[label] for label in data.labels]
         assert data.mean == cifar_fs.CIFAR100_MEAN
 
 

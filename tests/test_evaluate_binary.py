@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from free_jax import checkpointing
-from free_jax.training import loop
 from free_jax.training.evaluate_saved import evaluate_saved
 
 ROOT = Path(__file__).resolve().parents[1]

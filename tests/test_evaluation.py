@@ -16,7 +16,8 @@ def colour_split(num_classes=8, per_class=20, size=16, seed=0):
     images = colours[:, None, None, None, :] + rng.normal(0, 8, (num_classes, per_class, size, size, 3))
     images = np.clip(images, 0, 255).astype(np.uint8).reshape(-1, size, size, 3)
     labels = np.repeat(np.arange(num_classes), per_class).astype(np.int32)
-    return SplitData(images, labels, tuple(f"c{i}" for i in range(num_classes)), (0.5,) * 3, (0.25,) * 3, "colours", "test")
+    return SplitData(images, labels, tuple(f"c{i}" for i in range(num_classes)), (0.5,) * 3, (0.25,) * 3,
+                     "colours", "test")
 
 
 def test_confidence_interval_matches_hand_computation():

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import warnings
 from pathlib import Path
 
 import chex
@@ -24,12 +23,13 @@ import pytest
 
 from free_jax import checkpointing, evaluation
 from free_jax.data.base import SplitData
-from free_jax.models.learner import create_meta_learner
 from free_jax.models import build_backbone, init_variables
+from free_jax.models.learner import create_meta_learner
 from free_jax.training import loop, results as results_lib
 from free_jax.training.validate import validate_config
 from free_jax.training.workdir import WorkdirBusyError, workdir_lock
 from free_jax.zoo import TeacherSpec, Zoo, build_or_load_zoo, group_name
+
 from conftest import load_config_file
 
 # A failed restore leaves Orbax coroutines unawaited; that warning is not the behaviour under test.

@@ -15,10 +15,23 @@ import pytest
 
 from free_jax import models
 from free_jax.augment import random_crop_flip, resize_to
-from free_jax.inversion import (InversionConfig, baselines, init_generator, inversion_loss, invert,
-                                meta_update_generator, relative_targets)
-from free_jax.losses import (adversarial_loss, bn_statistics_loss, cross_entropy, kl_divergence, l2_prior,
-                             total_variation)
+from free_jax.inversion import (
+    InversionConfig,
+    baselines,
+    init_generator,
+    inversion_loss,
+    invert,
+    meta_update_generator,
+    relative_targets,
+)
+from free_jax.losses import (
+    adversarial_loss,
+    bn_statistics_loss,
+    cross_entropy,
+    kl_divergence,
+    l2_prior,
+    total_variation,
+)
 from free_jax.models.learner import MetaLearner, create_meta_learner
 from free_jax.zoo.group import TeacherGroup
 

@@ -29,8 +29,7 @@ import pytest
 
 from free_jax.benchmarks.inversion import CPU_CLAIM_CONFIG
 from free_jax.data import load_split
-from free_jax.inversion import (adapt_generator, init_generator, invert_and_meta_update,
-                                relative_targets)
+from free_jax.inversion import adapt_generator, init_generator, invert_and_meta_update, relative_targets
 from free_jax.zoo.pretrain import pretrain_teachers
 
 # Scaled down for a 2-core CPU (settings shared with the inversion benchmark).

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from free_jax import models, sharding
+from free_jax import sharding
 from free_jax.meta import maml
 from free_jax.models.learner import create_meta_learner
 

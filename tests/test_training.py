@@ -10,13 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from free_jax import checkpointing, models
-from free_jax import data as data_lib
+from free_jax import checkpointing, data as data_lib, models
 from free_jax.data import registry as data_registry
 from free_jax.inversion import InversionConfig
 from free_jax.meta.replay import ReplayConfig
-from free_jax.training import evaldata, loop
-from free_jax.training import step as step_lib
+from free_jax.training import evaldata, loop, step as step_lib
 from free_jax.training.state import init_state
 from free_jax.zoo.group import TeacherGroup
 from free_jax.zoo.store import Zoo

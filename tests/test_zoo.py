@@ -10,8 +10,7 @@ import pytest
 from free_jax.data.base import SplitData
 from free_jax.models import apply, init_variables
 from free_jax.normalization import normalize, to_unit_float
-from free_jax.zoo import TeacherSpec, Zoo, group_name, pretrain_teachers
-from free_jax.zoo import pretrain as pretrain_lib
+from free_jax.zoo import TeacherSpec, Zoo, group_name, pretrain as pretrain_lib, pretrain_teachers
 from free_jax.zoo.group import TeacherGroup
 
 WAY, WIDTH, BATCH = 3, 4, 8
@@ -158,7 +157,7 @@ def test_sample_groups_by_architecture_and_is_deterministic(mixed_zoo):
         full = mixed_zoo.group(specs[0].group)
         for position, spec in enumerate(specs):  # draw order is kept within the group
             chex.assert_trees_all_equal(group.unstacked(position)[0], full.unstacked(spec.group_index)[0])
-        chex.assert_shape(jax.tree_util.tree_leaves(group.variables), [(len(specs),) + l.shape[1:] for l in
+        chex.assert_shape(jax.tree_util.tree_leaves(group.variables), [(len(specs),) + leaf.shape[1:] for leaf in
                                                                        jax.tree_util.tree_leaves(full.variables)])
     assert len(set(ids.tolist())) < 12  # with replacement: 12 draws from 5 teachers repeat
 

@@ -40,7 +40,8 @@ def get_config(arg: str = ""):
     options = parse_options(arg, _OPTIONS)
     if len(options & {"glyphs", "miniimagenet", "cub"}) > 1:
         raise ValueError("choose at most one domain among glyphs, miniimagenet, cub (default: CIFAR-FS)")
-    dataset, size = ("miniimagenet", 84) if "miniimagenet" in options else ("cub", 84) if "cub" in options else ("cifar_fs", 32)
+    dataset, size = (("miniimagenet", 84) if "miniimagenet" in options
+                     else ("cub", 84) if "cub" in options else ("cifar_fs", 32))
     c = scenario_config((dataset,), size, options, archs=_ARCHS)
     if "glyphs" in options:
         use_glyph_cpu_demo(c, num_teachers=21)     # 7 teachers of each architecture

@@ -75,7 +75,10 @@ def write_section(path: str | Path, suite: str, body_markdown: str) -> None:
     block_text = f"{start}\n{header}{body_markdown.strip()}\n{end}"
     text = path.read_text() if path.exists() else "# Benchmarks\n\nWritten by `experiments/benchmark.py`.\n"
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
-    text = pattern.sub(lambda _: block_text, text) if pattern.search(text) else text.rstrip() + "\n\n" + block_text + "\n"
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block_text, text)
+    else:
+        text = text.rstrip() + "\n\n" + block_text + "\n"
     path.write_text(text)
 
 

@@ -19,12 +19,16 @@ import numpy as np
 
 from free_jax.benchmarks import harness
 from free_jax.data import load_split
-from free_jax.inversion import (InversionConfig, adapt_generator, generate, init_generator,
-                                invert_and_meta_update, relative_targets)
-from free_jax.inversion.baselines import (generator_inversion_step, init_generator_inversion,
-                                          teacher_accuracy)
+from free_jax.inversion import (
+    InversionConfig,
+    adapt_generator,
+    generate,
+    init_generator,
+    invert_and_meta_update,
+    relative_targets,
+)
+from free_jax.inversion.baselines import generator_inversion_step, init_generator_inversion, teacher_accuracy
 from free_jax.zoo.pretrain import pretrain_teachers
-
 
 # FIVE at CPU scale (16 px glyphs, Conv4-16 teachers), shared with
 # tests/test_inversion_five_claim.py: a small generator, inner/outer learning rates larger than
@@ -149,10 +153,12 @@ def run(small: bool = False) -> str:
          f"fresh steps to X (≤{s['fresh_steps']})", f"fresh acc @{s['fresh_steps']}",
          "ratio (fresh/meta)", "wall s meta / fresh run"], rows)
     return f"""Zoo: {s['teachers']} Conv4-16 teachers on glyphs {s['size']}×{s['size']}×1, 5-way,
-{s['epochs']} epochs (held-out accuracy {np.mean([sp.heldout_accuracy for sp in specs]):.2f} mean; pre-training {zoo_seconds:.0f} s);
+{s['epochs']} epochs (held-out accuracy {np.mean([sp.heldout_accuracy for sp in specs]):.2f} mean;
+pre-training {zoo_seconds:.0f} s);
 {n_train} training teachers, {s['unseen']} unseen. Generator nz {config.nz}, ngf {config.ngf}, B = {config.batch_size}
 images per teacher, inner Adam lr {config.gen_lr} (φ and z), k = {config.k}, crop padding {config.crop_padding},
-no flips (glyphs). Meta-training: {s['meta_iterations']} warm-up iterations ({s['per_iteration']} teachers each, {config.meta_update},
+no flips (glyphs). Meta-training: {s['meta_iterations']} warm-up iterations
+({s['per_iteration']} teachers each, {config.meta_update},
 meta lr {config.meta_lr}) in {meta_seconds:.0f} s (compile {meta_compile:.1f} s); teacher accuracy at the adapted
 generator over the first / last 20 iterations {train_acc[:20].mean():.2f} / {train_acc[-20:].mean():.2f}.
 
@@ -168,6 +174,7 @@ are steps × the median single-step time of the shared program; compile of that 
 The paper claims about 20× against 200-step per-teacher inversion.
 
 FIVE throughput (one jitted call: {sampled.size} teachers × k = {config.k} steps + final evaluation,
-{sampled.size * config.batch_size} images): {adapt_time:.2f} s → {sampled.size * config.batch_size / adapt_time:.0f} recovered images/s;
+{sampled.size * config.batch_size} images): {adapt_time:.2f} s →
+{sampled.size * config.batch_size / adapt_time:.0f} recovered images/s;
 compile {adapt_compile:.1f} s.
 """

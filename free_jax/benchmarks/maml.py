@@ -16,7 +16,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from free_jax.benchmarks import harness
 from free_jax.meta import maml
@@ -81,9 +80,10 @@ def run(small: bool = False) -> str:
         (f"{batch}-task meta-batch", batch, "lax_map", "unroll", False),
         (f"{batch}-task meta-batch", batch, "vmap", "unroll", False),
     ]
-    results, references = {}, {}
+    results = {}
     for label, n_tasks, strategy, inner_loop, first_order in arms:
-        results[(n_tasks, strategy, inner_loop, first_order)] = (label, *arm(n_tasks, strategy, inner_loop, first_order))
+        arm_key = (n_tasks, strategy, inner_loop, first_order)
+        results[arm_key] = (label, *arm(*arm_key))
     # The fastest *correct* 10-task strategy gets the scan and first-order rows.
     # vmap is excluded on CPU: its miscompile (free_jax/vectorize.py) hides in float32 noise here.
     trusted = {k: v for k, v in results.items() if k[0] == batch
@@ -134,7 +134,8 @@ Second-order MAML through batch-statistics BatchNorm on 5 support images is ill-
 float32: any change of operation order (scan, lax_map) moves entries by this much, and a float64
 check on 2 of these tasks put even the float32 loop + unroll meta-gradient 4.7e-02 (max abs) from the
 float64 one at max |entry| 0.47. The miscompile is shown by tests/test_maml.py (strict xfail, tiny shapes).
-The scan and first-order {batch}-task rows use the fastest strategy other than vmap on CPU ({best}). PyTorch figure: one 2nd-order MAML task of the authors' code on this CPU, 0.106 s
+The scan and first-order {batch}-task rows use the fastest strategy other than vmap on CPU ({best}).
+PyTorch figure: one 2nd-order MAML task of the authors' code on this CPU, 0.106 s
 (from ../shared/MEASUREMENTS.md, incl. 0.015 s of PNG reads), × tasks; speed > 1× means faster
 than PyTorch. Load average (1/5/15 min) before {load_before[0]:.1f}/{load_before[1]:.1f}/{load_before[2]:.1f},
 after {load_after[0]:.1f}/{load_after[1]:.1f}/{load_after[2]:.1f} on a shared 2-core machine (±30 %).

@@ -10,8 +10,15 @@ Episode sampling lives in ``free_jax.data.episodes``.
 """
 from free_jax.data.base import SplitData
 from free_jax.data.multidomain import MultiDomainSplit, combine_domains, load_multidomain
-from free_jax.data.registry import (SPLITS, DataNotFoundError, DatasetInfo, available_datasets,
-                                    dataset_info, load_split, register)
+from free_jax.data.registry import (
+    SPLITS,
+    DataNotFoundError,
+    DatasetInfo,
+    available_datasets,
+    dataset_info,
+    load_split,
+    register,
+)
 
 __all__ = [
     "SPLITS",

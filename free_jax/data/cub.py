@@ -47,7 +47,7 @@ def load_cub(split: str, data_dir: str | None = None, image_size: int = IMAGE_SI
     mapped = new_label[arrays["label"].astype(np.int64)]
     keep = mapped >= 0
     # Class names from the examples' label_name feature where present ("001.Black_footed_...").
-    names = {int(l): str(n) for l, n in zip(arrays["label"], arrays["label_name"])}
+    names = {int(label): str(name) for label, name in zip(arrays["label"], arrays["label_name"])}
     class_names = tuple(names.get(i, f"class_{i:03d}") for i in wanted)
     return SplitData(images=arrays["image"][keep], labels=mapped[keep].astype(np.int32),
                      class_names=class_names, mean=IMAGENET_MEAN, std=IMAGENET_STD, name="cub",

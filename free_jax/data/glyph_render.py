@@ -8,8 +8,8 @@ no class is a "tofu" box.
 from __future__ import annotations
 
 import functools
-import itertools
 import importlib.util
+import itertools
 from pathlib import Path
 
 import numpy as np

@@ -199,9 +199,10 @@ def main(argv: list[str] | None = None) -> None:
         data = load_glyphs("train", args.data_dir, image_size=args.image_size,
                            channels=args.channels, seed=args.seed,
                            renderings_per_class=args.renderings_per_class, style=args.style)
+        params = cache_params(args.image_size, args.channels, args.seed, args.renderings_per_class, args.style)
         print(f"ready in {time.perf_counter() - start:.1f} s: train {data.images.shape}, "
               f"mean {np.round(data.mean, 3)}, std {np.round(data.std, 3)}, cache "
-              f"{cache.entry_dir('glyphs', cache_params(args.image_size, args.channels, args.seed, args.renderings_per_class, args.style), args.data_dir)}")
+              f"{cache.entry_dir('glyphs', params, args.data_dir)}")
 
 
 if __name__ == "__main__":

@@ -4,10 +4,21 @@ The losses and augmentation that inversion shares with meta-learning live one la
 ``free_jax.losses`` and ``free_jax.augment``.
 """
 from free_jax.inversion.config import InversionConfig
-from free_jax.inversion.five import (AdaptResult, InversionResult, adapt_generator, generate,
-                                     generator_module, generator_variables, init_generator,
-                                     inversion_loss, invert, invert_and_meta_update, meta_optimizer,
-                                     meta_update_generator, relative_targets)
+from free_jax.inversion.five import (
+    AdaptResult,
+    InversionResult,
+    adapt_generator,
+    generate,
+    generator_module,
+    generator_variables,
+    init_generator,
+    inversion_loss,
+    invert,
+    invert_and_meta_update,
+    meta_optimizer,
+    meta_update_generator,
+    relative_targets,
+)
 
 __all__ = ["AdaptResult", "InversionConfig", "InversionResult", "adapt_generator", "generate",
            "generator_module", "generator_variables", "init_generator", "inversion_loss", "invert",

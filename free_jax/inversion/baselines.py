@@ -23,11 +23,9 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from free_jax import models
-from free_jax import augment, losses
+from free_jax import augment, losses, models
 from free_jax.inversion.config import InversionConfig
-from free_jax.inversion.five import (_inner_optimizers, generate, init_generator, inversion_loss,
-                                     relative_targets)
+from free_jax.inversion.five import _inner_optimizers, generate, init_generator, inversion_loss, relative_targets
 from free_jax.models.learner import MetaLearner
 from free_jax.vectorize import map_leading
 from free_jax.zoo.group import TeacherGroup

@@ -30,8 +30,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from free_jax import models
-from free_jax import augment
+from free_jax import augment, models
 from free_jax.losses import kl_divergence
 from free_jax.models.learner import MetaLearner
 from free_jax.zoo.group import TeacherGroup

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 
-from free_jax.models.apply import (apply, apply_and_update_stats, apply_with_bn_inputs,
-                                   init_variables, param_count)
+from free_jax.models.apply import apply, apply_and_update_stats, apply_with_bn_inputs, init_variables, param_count
 from free_jax.models.batchnorm import BatchNorm, BNMode
 from free_jax.models.conv4 import Conv4
 from free_jax.models.generator import Generator

@@ -4,8 +4,8 @@ from __future__ import annotations
 import ml_collections
 
 from free_jax.inversion import InversionConfig
-from free_jax.meta.replay import ReplayConfig
 from free_jax.meta.alignment import ALIGN_OPTIMIZERS
+from free_jax.meta.replay import ReplayConfig
 from free_jax.training.step import StepConfig
 from free_jax.zoo import default_config as zoo_default_config
 

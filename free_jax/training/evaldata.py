@@ -7,8 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from free_jax import data as data_lib
-from free_jax import evaluation
+from free_jax import data as data_lib, evaluation
 from free_jax.data.base import SplitData
 
 

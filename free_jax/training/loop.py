@@ -11,13 +11,12 @@ from __future__ import annotations
 import functools
 import json
 import math
-import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from free_jax import checkpointing, memory
+from free_jax import checkpointing
 from free_jax.inversion import invert
 from free_jax.inversion.grid import recovered_grid_png, teacher_rows
 from free_jax.models.learner import create_meta_learner
@@ -25,7 +24,7 @@ from free_jax.training import evaldata, results as results_lib
 from free_jax.training.config import step_config
 from free_jax.training.logging import MetricsWriter, Progress
 from free_jax.training.state import init_state
-from free_jax.training.step import PhaseTimer, recover_phase, run_phases
+from free_jax.training.step import PhaseTimer, run_phases
 from free_jax.training.validate import validate_config
 from free_jax.training.workdir import kill_point, workdir_lock
 from free_jax.zoo import build_or_load_zoo

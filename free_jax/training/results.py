@@ -16,10 +16,12 @@ def build_report(config, tests: dict, best_val: float, best_step: int, phase_sec
     reported apart from the median of the rest)."""
     lines = [f"## FREE results — {'+'.join(config.datasets)}, {config.way}-way",
              "",
-             f"Meta-learner selected on meta-validation ({config.shot}-shot, {config.eval.val_episodes} episodes): "
+             f"Meta-learner selected on meta-validation ({config.shot}-shot, {config.eval.val_episodes} "
+             "episodes): "
              f"iteration {best_step}, {best_val:.2f} %." if best_step > 0 else
              "No meta-validation ran (too few iterations after warm-up): the final meta-learner is reported.",
-             f"Meta-test: {config.eval.test_episodes} fixed episodes per setting, {config.eval.query} queries per class, "
+             f"Meta-test: {config.eval.test_episodes} fixed episodes per setting, {config.eval.query} queries "
+             "per class, "
              f"{config.eval.steps} SGD steps at lr {config.eval.lr}; {TRANSDUCTIVE_NOTE}. "
              f"Replay tasks were {config.shot}-shot.",
              "",
