@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from free_jax.benchmarks import harness
+from free_jax.data.task import Task
 from free_jax.meta import maml
 from free_jax.models.learner import create_meta_learner
 
@@ -30,11 +31,11 @@ def _settings(small: bool) -> dict:
     return dict(shape=(32, 32, 3), width=32, way=5, shot=1, query=15, steps=5, lr=0.01, batch=10)
 
 
-def _tasks(key, n_tasks: int, s: dict) -> maml.Task:
+def _tasks(key, n_tasks: int, s: dict) -> Task:
     """Random images in [0, 1]; labels 0..N−1 (timing does not depend on pixel values)."""
     support_key, query_key = jax.random.split(key)
     way, shot, query = s["way"], s["shot"], s["query"]
-    return maml.Task(
+    return Task(
         support_x=jax.random.uniform(support_key, (n_tasks, way * shot, *s["shape"])),
         support_y=jnp.tile(jnp.repeat(jnp.arange(way, dtype=jnp.int32), shot), (n_tasks, 1)),
         query_x=jax.random.uniform(query_key, (n_tasks, way * query, *s["shape"])),

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import optax
 
 from free_jax import memory
+from free_jax.data.task import Task
 from free_jax.meta import maml
 from free_jax.models.learner import MetaLearner
 
@@ -55,8 +56,8 @@ def replay_batch(meta_learner: MetaLearner, opt_state, optimizer: optax.Gradient
     and one step of the persistent outer optimiser. Returns (params, opt_state, metrics) with the
     meta-batch's mean query ``loss`` and ``accuracy``.
     """
-    tasks = maml.Task(*memory.sample_tasks(bank, jax.random.fold_in(key, index), config.tasks_per_batch,
-                                           config.way, config.shot, config.query))
+    tasks = Task(*memory.sample_tasks(bank, jax.random.fold_in(key, index), config.tasks_per_batch,
+                                      config.way, config.shot, config.query))
     params = meta_learner.params
     grads, metrics = maml.meta_gradient(meta_learner.logits_fn(), params, tasks, config.inner_steps,
                                         config.inner_lr, config.first_order, strategy=config.strategy)
