@@ -29,11 +29,11 @@ def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 names = [alias.name.split(".") for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            elif isinstance(node, ast.ImportFrom):
+                assert node.level == 0, f"{path}: a relative import; write the free_jax path in full"
                 module = node.module.split(".")
                 names = [module + [alias.name] for alias in node.names] if module == ["free_jax"] else [module]
             else:
-                assert not isinstance(node, ast.ImportFrom) or not node.level, f"relative import in {path}"
                 continue
             targets.update(_top_level(package, name) for name in names if name[0] == "free_jax")
         targets.discard(source)
