@@ -3,14 +3,16 @@
 Per-task weights (teachers, adapted fast weights, per-teacher generators) make ``jax.vmap``
 turn convolutions into grouped convolutions, which XLA:CPU runs ~10× slower than a Python loop
 unrolled inside jit; ``lax.map`` (a scan) gives convolutions non-default layouts, ~4× slower
-on CPU (../shared/MEASUREMENTS.md). GPUs normally favour vmap. "auto" picks per backend; every
-strategy is meant to compute the same values, and tests compare them.
+on CPU (BENCHMARKS.md, maml suite). GPUs normally favour vmap. "auto" picks per backend.
 
-Known problem: on XLA:CPU (jaxlib 0.10.2) a *jitted* ``vmap`` over tasks of SGD adaptation of
-the Conv4 meta-learner (parameters passed as jit arguments) returns wrong values (query logits
-off by ~0.5), while eager vmap, the jitted loop and jitted ``lax.map`` agree to 1e-6
-(tests/test_maml.py keeps a strict xfail that turns red once it is fixed). "auto" never picks
-vmap on CPU; forcing it there logs a warning. Check vmap against "loop" on each new backend.
+Every strategy computes the same numbers: tests/test_strategy_parity.py checks each phase of FREE
+under "loop", "vmap" and "lax_map", jitted, against the eager loop in float64 (≤ 1e-9 relative),
+and on accelerators a start-up self-check (free_jax/meta/selfcheck.py) repeats the meta-gradient
+comparison on the backend actually used. An earlier version of this note blamed a "vmap
+miscompile on XLA:CPU" and called the loop fine; both were wrong. The cause was our own 2×2
+max-pool (reshape + max), whose second derivative XLA's algebraic simplifier miscompiles under jit
+with the loop and vmap alike (docs/exact_gradients.md); the pooling is now written so that its
+derivatives are exact, and vmap is merely slow on CPU.
 """
 from __future__ import annotations
 
@@ -30,8 +32,8 @@ def resolve(strategy: Strategy) -> str:
     if strategy == "auto":
         return "loop" if jax.default_backend() == "cpu" else "vmap"
     if strategy == "vmap" and jax.default_backend() == "cpu":
-        logging.warning("vmap over per-task weights is slow and was seen to miscompile on XLA:CPU; "
-                        "prefer strategy='loop' (see free_jax/vectorize.py)")
+        logging.warning("vmap over per-task weights is slow on XLA:CPU (grouped convolutions, ~10x a loop); "
+                        "prefer strategy='loop' there (see free_jax/vectorize.py)")
     return strategy
 
 

@@ -1,4 +1,6 @@
-"""MAML core: finite-difference meta-gradients, adaptation, vectorisation and sharding."""
+"""MAML core: finite-difference meta-gradients (eager), adaptation, vectorisation and sharding.
+
+The jitted, every-strategy, float64 checks live in tests/test_strategy_parity.py."""
 import functools
 
 import chex
@@ -42,11 +44,13 @@ def test_second_order_gradient_matches_finite_differences_and_differs_from_first
         first = jax.grad(functools.partial(loss, first_order=True))(params)
         leaves, treedef = jax.tree_util.tree_flatten(params)
         keys = jax.random.split(jax.random.key(3), len(leaves))
-        direction = treedef.unflatten([jax.random.normal(k, l.shape, jnp.float64) for k, l in zip(keys, leaves)])
+        direction = treedef.unflatten([jax.random.normal(k, leaf.shape, jnp.float64)
+                                       for k, leaf in zip(keys, leaves)])
         eps = 1e-5
         shifted = lambda s: jax.tree_util.tree_map(lambda p, d: p + s * eps * d, params, direction)
         finite_difference = (loss(shifted(1.0)) - loss(shifted(-1.0))) / (2 * eps)
-        dot = lambda g: sum(jnp.vdot(a, b) for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(direction)))
+        dot = lambda g: sum(jnp.vdot(a, b) for a, b in zip(jax.tree_util.tree_leaves(g),
+                                                           jax.tree_util.tree_leaves(direction)))
         np.testing.assert_allclose(dot(second), finite_difference, rtol=1e-6)
         assert abs(float(dot(first) - finite_difference)) > 1e-3 * abs(float(finite_difference))
 
@@ -70,21 +74,15 @@ def test_scan_inner_loop_equals_unrolled():
     chex.assert_trees_all_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
 
 
-CPU_VMAP_MISCOMPILE = pytest.mark.xfail(
-    condition=jax.default_backend() == "cpu", strict=True,
-    reason="XLA:CPU miscompiles jitted vmap of SGD adaptation (free_jax/vectorize.py); strict: "
-           "turns red once fixed so the 'auto' choice can be revisited")
-
-
-@pytest.mark.parametrize("strategy", [pytest.param("vmap", marks=CPU_VMAP_MISCOMPILE), "lax_map"])
+@pytest.mark.parametrize("strategy", ["vmap", "lax_map"])
 def test_vectorised_meta_gradient_equals_python_loop(strategy):
     learner = tiny_learner()
     tasks = random_tasks(3, 4)
     logits_fn = learner.logits_fn()
     grads, metrics = jax.jit(lambda p, t: maml.meta_gradient(logits_fn, p, t, 2, 0.1, strategy=strategy))(
         learner.params, tasks)
-    per_task = [jax.grad(lambda p: maml.task_loss(logits_fn, p, jax.tree_util.tree_map(lambda a: a[i], tasks), 2, 0.1)[0])(learner.params)
-                for i in range(4)]
+    task = lambda i: jax.tree_util.tree_map(lambda a: a[i], tasks)
+    per_task = [jax.grad(lambda p: maml.task_loss(logits_fn, p, task(i), 2, 0.1)[0])(learner.params) for i in range(4)]
     summed = jax.tree_util.tree_map(lambda *g: sum(g), *per_task)
     chex.assert_trees_all_close(grads, summed, rtol=1e-4, atol=1e-5)
     assert 0.0 <= float(metrics["accuracy"]) <= 1.0

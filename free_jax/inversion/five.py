@@ -286,13 +286,14 @@ def invert(gen_params, groups: Sequence[TeacherGroup], meta_learner: MetaLearner
     if use_adv and meta_learner is None:
         raise ValueError("the adversarial term needs a meta_learner (or warmup=True / lambda_adv=0)")
     targets = relative_targets(config)
+    code_dtype = jax.tree_util.tree_leaves(gen_params)[0].dtype  # float32; float64 in exactness tests
     results, labels = [], []
     for index, group in enumerate(groups):
         if group.num_classes != config.way:
             raise ValueError(f"group {index} ({group.arch}) has {group.num_classes}-way teachers, "
                              f"config.way is {config.way}")
         z_key, aug_key = jax.random.split(jax.random.fold_in(key, index))
-        z = jax.random.normal(z_key, (group.size, config.batch_size, config.nz), jnp.float32)
+        z = jax.random.normal(z_key, (group.size, config.batch_size, config.nz), code_dtype)
         results.append(adapt_generator(gen_params, group, z, targets, aug_key, config,
                                        meta_learner if use_adv else None))
         labels.append(jnp.asarray(group.class_ids)[:, targets].astype(jnp.int32))        # (T, B)

@@ -40,6 +40,7 @@ def base_config() -> ml_collections.ConfigDict:
         tasks_per_batch=10, batches=10, patience=0, inner_steps=5, inner_lr=0.01, first_order=False))
     c.bank_capacity, c.bank_dtype = 400, "uint8"
     c.strategy = "auto"                 # per-teacher / per-task mapping (free_jax.vectorize)
+    c.self_check = True                 # on accelerators: stop if the jitted meta-gradient ≠ eager (meta/selfcheck.py)
 
     c.eval = ml_collections.ConfigDict(dict(
         every=20, val_episodes=600, test_episodes=600, test_shots=(1, 5), query=15, steps=10, lr=0.01,

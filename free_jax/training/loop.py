@@ -19,6 +19,7 @@ import numpy as np
 from free_jax import checkpointing
 from free_jax.inversion import invert
 from free_jax.inversion.grid import recovered_grid_png, teacher_rows
+from free_jax.meta.selfcheck import check_strategy
 from free_jax.models.learner import create_meta_learner
 from free_jax.training import evaldata, results as results_lib
 from free_jax.training.config import step_config
@@ -122,6 +123,8 @@ def run(config, workdir: str | Path, *, log=print) -> dict:
 
 def _run_locked(config, workdir: Path, *, log) -> dict:
     step_cfg = step_config(config)
+    if config.self_check:   # accelerators only: the compiled meta-gradient equals the eager one
+        check_strategy(config.strategy, config.meta_arch, config.meta_width, log=log)
     # Before the zoo: a query count the val classes cannot supply fails in seconds, not after pre-training.
     val_domains = evaldata.load_eval_domains(config, "val", (config.shot,), config.eval.val_episodes)
     zoo_path = Path(config.zoo_path or workdir / "zoo")
@@ -164,7 +167,8 @@ def _run_locked(config, workdir: Path, *, log) -> dict:
             values = {k: float(v) for k, v in metrics.items()}
             _check_finite(step, values, checkpoints.directory)
             writer.write(step, values)
-            shown = " ".join(f"{k}={values[k]:.3f}" for k in ("inv_teacher_acc", "kd_loss", "replay_accuracy") if k in values)
+            shown = " ".join(f"{k}={values[k]:.3f}" for k in ("inv_teacher_acc", "kd_loss", "replay_accuracy")
+                             if k in values)
             progress.update(step + 1, shown + (" (warm-up)" if warmup else ""))
         done = step + 1
         if not warmup and (done % config.eval.every == 0 or done == config.iterations):
@@ -198,7 +202,8 @@ def _run_locked(config, workdir: Path, *, log) -> dict:
                                       image_shape, mean, std, config.meta_width)
     tests = {}
     for shot in config.eval.test_shots:
-        tests[shot] = {"free": timed("evaluation", lambda: evaldata.evaluate_domains(selected, test_domains, shot, config)),
+        tests[shot] = {"free": timed("evaluation",
+                                     lambda: evaldata.evaluate_domains(selected, test_domains, shot, config)),
                        "random_init": evaldata.evaluate_domains(random_init, test_domains, shot, config)}
     report = results_lib.build_report(config, tests, best_val, best_step, timed.seconds, start)
     (workdir / "results.md").write_text(report["markdown"])
