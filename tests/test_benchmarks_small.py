@@ -1,7 +1,7 @@
-"""The maml, free and inversion benchmark suites run end to end at tiny shapes (figures not meaningful)."""
+"""The maml, pooling, free and inversion benchmark suites run end to end at tiny shapes (figures not meaningful)."""
 import pytest
 
-from free_jax.benchmarks import free, inversion, maml
+from free_jax.benchmarks import free, inversion, maml, pooling
 
 
 @pytest.mark.slow  # several minutes: each phase/arm compiles its own program
@@ -9,7 +9,16 @@ def test_maml_suite_small_runs_and_flags_each_strategy():
     body = maml.run(small=True)
     for strategy in ("| loop |", "| lax_map |", "| vmap |", "| scan |"):
         assert strategy in body
-    assert "max abs diff vs loop+unroll" in body and "MEASUREMENTS.md" in body
+    assert "max abs diff vs loop+unroll" in body and "PyTorch" in body
+
+
+def test_pooling_suite_small_times_each_form_and_finds_free_jax_form_exact():
+    body = pooling.run(small=True)
+    rows = {line.split("|")[1].strip(): line for line in body.splitlines()
+            if line.startswith("| ") and "ms" not in line}
+    assert set(pooling.FORMS) <= set(rows)
+    assert rows["strided maximum (free_jax)"].rstrip(" |").endswith("exact")
+    assert rows["lax.reduce_window"].rstrip(" |").endswith("exact")
 
 
 @pytest.mark.slow
