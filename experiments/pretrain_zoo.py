@@ -6,7 +6,7 @@
 Multi-architecture: --archs=conv4,resnet10,resnet18. Multi-domain: --dataset=glyphs,glyphs_outline
 (global class ids made disjoint per dataset). Rerunning with the same flags resumes an
 interrupted run from its last save and loads a complete zoo; other flags are a clear error.
-Defaults follow SPEC §3 (5-way, 60 epochs, batch 128, Conv4 width 64).
+Defaults follow docs/algorithm.md §3 (5-way, 60 epochs, batch 128, Conv4 width 64).
 """
 import time
 
@@ -25,7 +25,7 @@ _DATA_DIR = flags.DEFINE_string("data_dir", "", "Dataset root ('' = each loader'
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 32, "Glyph image side in pixels.")
 _CHANNELS = flags.DEFINE_integer("channels", 3, "Glyph channels (1 or 3).")
 _RENDERINGS = flags.DEFINE_integer("renderings_per_class", 0, "Glyph images per class (0 = default 60).")
-_WIDTH = flags.DEFINE_integer("width", 0, "Teacher channel width (0 = 64, SPEC).")
+_WIDTH = flags.DEFINE_integer("width", 0, "Teacher channel width (0 = 64, the paper's).")
 _BATCH = flags.DEFINE_integer("batch_size", 128, "Per-teacher batch size.")
 _CROP = flags.DEFINE_integer("crop_padding", 0, "Random-crop augmentation padding (0 = off).")
 _FLIP = flags.DEFINE_bool("flip", False, "Horizontal-flip augmentation (leave off for glyphs).")

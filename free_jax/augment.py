@@ -1,4 +1,4 @@
-"""Per-sample differentiable augmentation and per-teacher input preparation (SPEC §2.1).
+"""Per-sample differentiable augmentation and per-teacher input preparation (docs/algorithm.md §2.1).
 
 One augmented view of the generator's images x (one common resolution, in [0, 1]) is
 ``v = random_crop_flip(x)``: a random crop (zero padding, as torchvision's

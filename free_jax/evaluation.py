@@ -1,4 +1,4 @@
-"""Episodic evaluation (SPEC §2.4): fixed episodes, 10 SGD steps at lr 0.01, mean ± 95 % CI.
+"""Episodic evaluation (docs/algorithm.md §2.4): fixed episodes, 10 SGD steps at lr 0.01, mean ± 95 % CI.
 
 Episodes are drawn once from a seed (``make_episodes``) and reused for every evaluation, so
 two checkpoints are compared on exactly the same tasks. BatchNorm uses the current batch's

@@ -28,7 +28,7 @@ def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
 def kl_divergence(p_logits: jnp.ndarray, q_logits: jnp.ndarray) -> jnp.ndarray:
     """Per-sample KL(p ‖ q) = Σ_n p_n (log p_n − log q_n), p = softmax(p_logits), q likewise.
 
-    A true KL on log-probabilities (the released code feeds probabilities to ``kl_div``; SPEC §6.2).
+    A true KL on log-probabilities (the released code feeds probabilities to ``kl_div``; docs/algorithm.md §6.2).
 
     Returns:
       (B,) non-negative divergences.

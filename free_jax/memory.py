@@ -1,4 +1,4 @@
-"""The device-resident memory bank of recovered images (SPEC §2.2).
+"""The device-resident memory bank of recovered images (docs/algorithm.md §2.2).
 
 One ring buffer of ``capacity`` images per global class id, stored as one array
 (num_classes, capacity, H, W, C) so ``add`` and ``sample_tasks`` are pure, jit-able functions

@@ -54,7 +54,7 @@ def test_every_config_loads_for_each_option_with_spec_defaults(name, arg):
         assert config.iterations <= 3 and config.zoo.epochs == 1 and config.zoo.width == 8
         assert len(config.datasets) * len(config.zoo.archs) <= config.zoo.num_teachers <= 3   # every pair trained
         assert config.eval.val_episodes <= 4 and config.eval.test_episodes <= 4
-    elif "glyphs" not in options:       # SPEC §2-3 defaults
+    elif "glyphs" not in options:       # docs/algorithm.md §2-3 defaults
         assert (config.zoo.num_teachers, config.zoo.epochs, config.zoo.width) == (100, 60, 0)
         assert (config.iterations, config.warmup, config.teachers_per_iteration) == (1000, 20, 4)
         assert (config.eval.every, config.eval.val_episodes, config.eval.test_episodes) == (20, 600, 600)

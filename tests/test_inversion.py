@@ -152,7 +152,7 @@ def test_resize_to_shape_and_channel_error():
 
 
 def test_teacher_and_meta_learner_see_one_view_crop_then_resize(monkeypatch):
-    """SPEC §2.1: the crop is drawn at the generator's resolution (16 px) and then resized to
+    """docs/algorithm.md §2.1: the crop is drawn at the generator's resolution (16 px) and then resized to
     the teacher's (24 px), so the teacher's input is normalize(resize(the meta-learner's crop))."""
     group = tiny_group(jax.random.key(1), 1, (24, 24, 1))
     variables, _, mean, std = group.unstacked(0)

@@ -2,11 +2,11 @@
 
 A generator meta-trained over training teachers, adapted k = 5 steps to an *unseen* teacher,
 gives recovered images that the teacher classifies as their targets far more often than a
-freshly initialised generator after the same 5 steps (SPEC §2.1, §7).
+freshly initialised generator after the same 5 steps (docs/algorithm.md §2.1, §7).
 
 Scale: 16 px glyphs, 6 Conv4-16 teachers (4 for meta-training, 2 unseen), Reptile, 300
 meta-iterations, accuracy = mean over 8 adaptation draws on the unseen teachers' clean images.
-The crop padding is SPEC's 4 px at 32 px scaled to 16 px (2 px): at 4 px on 16 px images
+The crop padding is the paper's 4 px at 32 px scaled to 16 px (2 px): at 4 px on 16 px images
 (a quarter of the side) the per-step crops of these crop-free-trained teachers dominate and the
 margin was small (+0.025 to +0.116); with no crop at all both generators reach 1.00 in 5 steps
 (nothing to measure). Measured at these settings, meta vs fresh (error rate ratio):
@@ -17,7 +17,7 @@ margin was small (+0.025 to +0.116); with no crop at all both generators reach 1
 (seed 0 is this test; seeds 1-3 ran the same settings with the training teachers' order
 shuffled every meta-iteration, which gave 0.869 for seed 0). The fresh generator's images are
 misclassified 1.5-2.4 times as often. FOMAML at the same
-settings gave no gain (0.725 vs 0.738); SPEC's lr 1e-3 for both loops gains only +0.04 in 300
+settings gave no gain (0.725 vs 0.738); the paper's lr 1e-3 for both loops gains only +0.04 in 300
 meta-iterations (0.656 vs 0.619), which is why the learning rates are larger here.
 """
 import dataclasses

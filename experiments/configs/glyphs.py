@@ -3,7 +3,7 @@
   python experiments/train_free.py --config=experiments/configs/glyphs.py --workdir=runs/glyphs
 
 Arguments after ':' (comma-separated): ``smoke`` (seconds-long plumbing check), ``5shot``
-(5-shot replay and validation), ``full`` (SPEC-size settings: 32×32×3, 100 teachers, 1000 iterations).
+(5-shot replay and validation), ``full`` (the paper's settings: 32×32×3, 100 teachers, 1000 iterations).
 The default is the CPU demo: 28×28×1 glyphs, a 20-teacher zoo, small generator; on 2 CPU
 cores it pre-trains the zoo, trains FREE, and evaluates 1- and 5-shot meta-test; the README's
 quick-start command (fresh install included) took 13.5 minutes.

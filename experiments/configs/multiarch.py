@@ -1,4 +1,4 @@
-"""FREE in the multi-architecture scenario (SPEC §3 MA): Conv4, ResNet-10 and ResNet-18 teachers.
+"""FREE in the multi-architecture scenario (docs/algorithm.md §3 MA): Conv4, ResNet-10 and ResNet-18 teachers.
 
   python experiments/train_free.py --config=experiments/configs/multiarch.py \
       --config.data_dir=DATA --workdir=runs/multiarch_1shot
@@ -15,20 +15,20 @@ Data (real variant): CIFAR-FS by default (CIFAR-100's ``cifar-100-python.tar.gz`
 ``cifar100`` in DATA, passed as ``--config.data_dir=DATA``; 32 px); with ``miniimagenet`` /
 ``cub`` that dataset in DATA (84 px); see docs/data.md.
 
-Settings (SPEC §2-3): a zoo of 100 teachers spread evenly over Conv4-64 (Adam lr 0.01),
+Settings (docs/algorithm.md §2-3): a zoo of 100 teachers spread evenly over Conv4-64 (Adam lr 0.01),
 ResNet-10 and ResNet-18 (base width 64, SGD lr 0.01, momentum 0.9, wd 5e-4): 34/33/33, each on 5
 random meta-train classes, 60 epochs. Each iteration draws 4 teachers with replacement across
 architectures; same-architecture teachers are grouped and vectorised, every teacher keeps its own
-weights (SPEC §6.3). Conv4-32 meta-learner, 1000 iterations (warm-up 20), meta-val every 20 on
-600 episodes, meta-test on 600.
+weights (docs/algorithm.md §6.3). Conv4-32 meta-learner, 1000 iterations (warm-up 20), meta-val
+every 20 on 600 episodes, meta-test on 600.
 
 Runtime (estimated, not measured): a few hours on one modern GPU (the ResNet-18 teachers dominate
 pre-training and recovery); days on a 2-core CPU. The ``glyphs`` variant (28 px, 21 teachers of
 width 32) takes tens of minutes on 2 CPU cores; ``glyphs,smoke`` about 5 CPU-minutes (mostly XLA
 compiles of the ResNets; about 10 minutes of wall time on a loaded 2-core machine).
 
-Expected: SPEC §7 quotes no MA figure (the paper reports gains of 1.42-4.78 points over the prior
-state of the art in the MA scenario). No reference figure exists for the glyph variant.
+Expected: docs/algorithm.md §7 quotes no MA figure (the paper reports gains of 1.42-4.78 points over
+the prior state of the art in the MA scenario). No reference figure exists for the glyph variant.
 """
 from free_jax.training.config import parse_options, scenario_config, shrink_for_smoke, use_glyph_cpu_demo
 

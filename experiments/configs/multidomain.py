@@ -1,4 +1,4 @@
-"""FREE in the multi-domain scenario (SPEC §3 MD): a zoo mixing CIFAR-FS, MiniImageNet and CUB.
+"""FREE in the multi-domain scenario (docs/algorithm.md §3 MD): a zoo mixing CIFAR-FS, MiniImageNet and CUB.
 
   python experiments/train_free.py --config=experiments/configs/multidomain.py \
       --config.data_dir=DATA --workdir=runs/multidomain_1shot
@@ -28,17 +28,18 @@ generator, meta-learner and bank (228 classes × 400 × 84×84×3 uint8 ≈ 1.9 
 Evaluation: meta-val and meta-test report each domain (600 fixed episodes each) and their mean;
 model selection uses the mean over domains.
 
-Settings otherwise as the single-domain configs (SPEC §2-3): 100 Conv4-64 teachers spread
-evenly over the 3 datasets (34/33/33), 60 epochs, 1000 iterations (warm-up 20), 4 teachers per
-iteration, meta-val every 20.
+Settings otherwise as the single-domain configs (docs/algorithm.md §2-3): 100 Conv4-64 teachers
+spread evenly over the 3 datasets (34/33/33), 60 epochs, 1000 iterations (warm-up 20), 4 teachers
+per iteration, meta-val every 20.
 
 Runtime (estimated, not measured): a few hours on one modern GPU; days on a 2-core CPU. The
 ``glyphs`` variant (28 px data, 32 px common size, 20 teachers) takes tens of minutes on 2 CPU
 cores; ``glyphs,smoke`` about 2.5 CPU-minutes (mostly XLA compiles; ~5 min wall on a loaded
 2-core machine).
 
-Expected: paper (SPEC §7, third-party index, unverified) MD 5-way 1-shot 31.51 % (mean over
-domains); no 5-shot figure is quoted in SPEC §7. No reference figure exists for the glyph variant.
+Expected: paper (docs/algorithm.md §7, third-party index, unverified) MD 5-way 1-shot 31.51 % (mean
+over domains); no 5-shot figure is quoted in docs/algorithm.md §7. No reference figure exists for
+the glyph variant.
 """
 from free_jax.training.config import parse_options, scenario_config, shrink_for_smoke, use_glyph_cpu_demo
 

@@ -37,7 +37,7 @@ from free_jax.training.step import (
 )
 from free_jax.zoo.group import TeacherGroup
 
-# The authors' PyTorch FREE on this CPU (../shared/MEASUREMENTS.md), seconds.
+# The authors' PyTorch FREE on this CPU (docs/pytorch_reference.md), seconds.
 TORCH_RECOVERY_S = 15.7        # 4 teachers × 5 generator steps, incl. PNG writes
 TORCH_ALIGNMENT_S = 0.22       # one distillation step over 4 teachers
 TORCH_TASK_S = 0.106           # one 2nd-order MAML replay task, incl. 80 PNG reads
@@ -131,8 +131,8 @@ def run(small: bool = False) -> str:
          f"{sum(compile_s.values()):.1f}", f"{torch_total:.2f}", f"**{ratio(total, torch_total)}**"],
     ]
     table = harness.markdown_table(
-        ["phase", "median s (this CPU)", "compile s (first call)", "PyTorch s at equal work (MEASUREMENTS.md)",
-         "speed vs PyTorch"], rows)
+        ["phase", "median s (this CPU)", "compile s (first call)",
+         "PyTorch s at equal work (docs/pytorch_reference.md)", "speed vs PyTorch"], rows)
     load_after = os.getloadavg()
     per_iteration = ", ".join(f"{t:.1f}" for t in totals)
     task_s = median["replay"] / tasks  # replay seconds per task
@@ -152,7 +152,7 @@ phase's jitted program alone, before its first call. Peak RSS of the process:
 
 {table}
 
-PyTorch at equal work, from ../shared/MEASUREMENTS.md (the authors' code on this CPU, ±30 %):
+PyTorch at equal work, from docs/pytorch_reference.md (the authors' code on this CPU, ±30 %):
 recovery per iteration {TORCH_RECOVERY_S} s (incl. its PNG writes); one alignment/distillation step
 {TORCH_ALIGNMENT_S} s; one 2nd-order MAML replay task {TORCH_TASK_S} s (incl. PNG reads) × {tasks} tasks.
 Speed > 1× means faster than PyTorch. Note the replay budget: here a fixed R × {rep.tasks_per_batch} =

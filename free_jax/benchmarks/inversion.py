@@ -32,8 +32,8 @@ from free_jax.zoo.pretrain import pretrain_teachers
 
 # FIVE at CPU scale (16 px glyphs, Conv4-16 teachers), shared with
 # tests/test_inversion_five_claim.py: a small generator, inner/outer learning rates larger than
-# SPEC's 1e-3 so that a few hundred meta-iterations suffice, Reptile, and the crop padding scaled
-# with the image side (SPEC: 4 px at 32 px).
+# the paper's 1e-3 so that a few hundred meta-iterations suffice, Reptile, and the crop padding scaled
+# with the image side (docs/algorithm.md §2.1: 4 px at 32 px).
 CPU_CLAIM_CONFIG = InversionConfig(images_per_class=4, nz=32, ngf=16, flip=False, crop_padding=2,
                                    gen_lr=1e-2, z_lr=1e-2, meta_lr=3e-3, meta_update="reptile")
 

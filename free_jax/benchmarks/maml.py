@@ -23,7 +23,7 @@ from free_jax.data.task import Task
 from free_jax.meta import maml
 from free_jax.models.learner import create_meta_learner
 
-PYTORCH_TASK_S = 0.106  # one 2nd-order MAML task, authors' code on this CPU (MEASUREMENTS.md)
+PYTORCH_TASK_S = 0.106  # one 2nd-order MAML task, authors' code on this CPU (docs/pytorch_reference.md)
 
 
 def _settings(small: bool) -> dict:
@@ -109,7 +109,7 @@ def run(small: bool = False) -> str:
                      f"{torch_s / seconds:.2f}×" if not first_order else "-"])
     table = harness.markdown_table(
         ["work", "task mapping", "inner loop", "order", "median ms", "ms per task", "compile s",
-         "max abs diff vs loop+unroll", "PyTorch ms (MEASUREMENTS.md)", "speed vs PyTorch"], rows)
+         "max abs diff vs loop+unroll", "PyTorch ms (docs/pytorch_reference.md)", "speed vs PyTorch"], rows)
     scale = _max_abs(results[(batch, "loop", "unroll", False)][3])
     vmap_diff = _max_abs_diff(results[(batch, "vmap", "unroll", False)][3],
                               results[(batch, "loop", "unroll", False)][3])

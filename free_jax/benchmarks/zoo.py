@@ -5,7 +5,7 @@ vectorised arm with the backend's default strategy and chunk, the sequential arm
 ``chunk_size=1`` (one jitted single-teacher epoch program, called teacher after teacher). Each arm
 is warmed up on one chunk first; that warm-up minus one steady chunk-epoch is reported as
 compile time. Figures are teachers trained per minute at the epochs used and teacher-epochs per
-second (divide by 60 epochs for full SPEC teachers).
+second (divide by 60 epochs for full-size teachers).
 """
 from __future__ import annotations
 
@@ -69,6 +69,6 @@ def run(small: bool) -> str:
             f"{epochs} epoch(s) each, batch 128 ({split.images.shape[0]} train-split images, "
             f"{(split.labels == 0).sum()} per class; 80 % of a teacher's 5 classes train it; "
             f"rendering the split into an empty cache took {render_seconds:.1f} s).\n\n"
-            f"{table}\n\nAt SPEC's 60 epochs a teacher costs 60 teacher-epochs: divide "
+            f"{table}\n\nAt the paper's 60 epochs a teacher costs 60 teacher-epochs: divide "
             "teachers/min by 60 / epochs. Compile time is excluded from the run time. Peak RSS is "
             "the process's high-water mark so far (the second row includes the first).")

@@ -1,4 +1,4 @@
-"""The baselines' inversions (SPEC §5), on FIVE's loss and augmentation code.
+"""The baselines' inversions (docs/algorithm.md §5), on FIVE's loss and augmentation code.
 
 * Fresh per-teacher generator (BiDf-MKD/TGR): a newly initialised generator and latent codes
   per teacher, trained ``steps`` (default 200) Adam steps on

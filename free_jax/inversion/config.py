@@ -1,4 +1,4 @@
-"""Hyper-parameters of FIVE and of the baselines' inversions (SPEC §2.1, §3, §5)."""
+"""Hyper-parameters of FIVE and of the baselines' inversions (docs/algorithm.md §2.1, §3, §5)."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,7 +11,7 @@ class InversionConfig:
 
     Attributes:
       way: N, classes per teacher. images_per_class: P; each teacher gets B = N·P images.
-      nz, ngf: generator latent size and base width (SPEC §3).
+      nz, ngf: generator latent size and base width (docs/algorithm.md §3).
       k: generator adaptation steps per teacher (FIVE).
       gen_lr, z_lr, betas: the inner Adam on generator parameters and on latent codes.
       lambda_adv: weight of the adversarial term (only after warm-up, with a meta-learner).

@@ -1,4 +1,4 @@
-"""FIVE: a meta-generator adapted to each teacher in k steps, and its meta-update (SPEC §2.1).
+"""FIVE: a meta-generator adapted to each teacher in k steps, and its meta-update (docs/algorithm.md §2.1).
 
 Generator state. ``gen_params`` is the generator's ``params`` collection only. The generator's
 BatchNorm always normalises with the current batch's statistics and never reads its running
@@ -275,7 +275,7 @@ def invert(gen_params, groups: Sequence[TeacherGroup], meta_learner: MetaLearner
         resolution and resized to the group's input size.
       meta_learner: s_θ for the adversarial term; may be None only when ``warmup`` or
         ``lambda_adv == 0``.
-      warmup: True = no adversarial term (SPEC: the first W iterations; the caller stores nothing).
+      warmup: True = no adversarial term (docs/algorithm.md §2.1: the first W iterations; the caller stores nothing).
 
     Returns:
       ``InversionResult`` (images, global labels, per-group images, summed meta-gradient, metrics).

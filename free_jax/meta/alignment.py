@@ -1,4 +1,4 @@
-"""BELL, part 1: implicit gradient alignment with cross-teacher distillation (SPEC §2.3).
+"""BELL, part 1: implicit gradient alignment with cross-teacher distillation (docs/algorithm.md §2.3).
 
 Distillation loss of the meta-learner s_θ on teacher t's recovered images x_t (both models see
 the same augmented images, each with its own input normalisation/size):

@@ -7,10 +7,10 @@ For one task with support (x_s, y_s) and query (x_q, y_q), ``steps`` = S SGD ste
 The meta-gradient ∇_θ L_task differentiates through the inner updates (second order, the
 default: it contains the Hessian-vector products ∏_s (I − α H_s)). The first-order option
 (FOMAML) treats each inner gradient as a constant, so ∇_θ L_task ≈ ∇_{θ_S} L_task. A meta-batch
-sums L_task over its tasks (SPEC §2.3).
+sums L_task over its tasks (docs/algorithm.md §2.3).
 
 All loops run inside jit. The inner loop is unrolled Python by default: on XLA:CPU a
-``lax.scan`` of conv steps measured ~4× slower (../shared/MEASUREMENTS.md and BENCHMARKS.md);
+``lax.scan`` of conv steps measured ~4× slower (docs/pytorch_reference.md and BENCHMARKS.md);
 ``inner_loop="scan"`` keeps compile time flat for long loops. Tasks of a meta-batch are mapped
 with ``free_jax.vectorize.map_leading`` (Python loop on CPU, vmap on accelerators).
 """

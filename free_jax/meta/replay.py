@@ -1,4 +1,4 @@
-"""BELL, part 2: MAML replay on the memory bank (SPEC §2.3).
+"""BELL, part 2: MAML replay on the memory bank (docs/algorithm.md §2.3).
 
 Each meta-batch samples ``tasks_per_batch`` N-way K-shot tasks from the bank, adapts θ on each
 support set (``free_jax.meta.maml``, second order by default), and applies

@@ -1,4 +1,4 @@
-"""The FREE/CMI generator: latent code z ∈ R^nz → image in [0, 1] (SPEC §3)."""
+"""The FREE/CMI generator: latent code z ∈ R^nz → image in [0, 1] (docs/algorithm.md §3)."""
 import flax.linen as nn
 import jax.numpy as jnp
 

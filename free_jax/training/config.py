@@ -1,4 +1,4 @@
-"""The FREE run configuration (SPEC defaults) and its conversion to the jitted step's config."""
+"""The FREE run configuration (the defaults of docs/algorithm.md §3) and its conversion to the jitted step's config."""
 from __future__ import annotations
 
 import ml_collections
@@ -11,7 +11,7 @@ from free_jax.zoo import default_config as zoo_default_config
 
 
 def base_config() -> ml_collections.ConfigDict:
-    """Every knob of a FREE run with the defaults of SPEC §2-3 (CIFAR-FS-sized settings)."""
+    """Every knob of a FREE run with the defaults of docs/algorithm.md §2-3 (CIFAR-FS-sized settings)."""
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.datasets = ("glyphs",)            # several = multi-domain (MD)
@@ -95,8 +95,8 @@ def parse_options(arg: str, allowed) -> set[str]:
 
 
 def scenario_config(datasets, image_size: int, options: set[str], archs=("conv4",)) -> ml_collections.ConfigDict:
-    """SPEC-size FREE run (zoo of 100 × 60 epochs, 1000 iterations) on ``datasets`` at one common
-    ``image_size``; 5-shot replay/evaluation if "5shot" is among ``options``."""
+    """Full-size FREE run (docs/algorithm.md §3: zoo of 100 × 60 epochs, 1000 iterations) on
+    ``datasets`` at one common ``image_size``; 5-shot replay/evaluation if "5shot" is among ``options``."""
     c = base_config()
     c.datasets, c.image_size, c.zoo.archs = tuple(datasets), image_size, tuple(archs)
     c.shot = 5 if "5shot" in options else 1
@@ -108,7 +108,7 @@ def use_glyph_cpu_demo(c, datasets=("glyphs",), num_teachers: int = 20) -> None:
     """The CPU-sized glyph settings of the README demo: 28×28×1 glyphs, Conv4-32 teachers,
     small generator, 60 iterations with 10 replay meta-batches of 4 tasks, 100 val episodes.
 
-    Replay is where the meta-learner learns to adapt at SPEC's lr 0.01: at 3 meta-batches per
+    Replay is where the meta-learner learns to adapt at the paper's lr 0.01: at 3 meta-batches per
     iteration the demo's meta-test margin over random init was 1.5 points (1-shot), at 10 it
     was 3.4 (same zoo); a generator of ngf 16 instead of 32 recovered images the teachers
     classified far less reliably (≈0.62 vs ≈0.83) and left replay at chance."""

@@ -34,7 +34,7 @@ class FreeState:
 
 
 def outer_optimizer(learning_rate: float) -> optax.GradientTransformation:
-    """The one persistent Adam on θ shared by the alignment and the replay updates (SPEC §2.3)."""
+    """The one persistent Adam on θ shared by the alignment and the replay updates (docs/algorithm.md §2.3)."""
     return optax.adam(learning_rate)
 
 

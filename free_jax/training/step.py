@@ -1,4 +1,4 @@
-"""One FREE iteration (SPEC §2): FIVE recovery → bank → BELL alignment → MAML replay.
+"""One FREE iteration (docs/algorithm.md §2): FIVE recovery → bank → BELL alignment → MAML replay.
 
 Each phase is a pure jitted function of the state; ``free_iteration`` is their composition in
 one jitted program. The training loop runs the phases one after the other so it can report

@@ -42,7 +42,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.archs = ("conv4",)       # several: multi-architecture zoo
     config.num_teachers = 100       # in total, spread evenly over (dataset, arch) pairs
     config.way = 5                  # classes per teacher
-    config.epochs = 60              # SPEC §3
+    config.epochs = 60              # docs/algorithm.md §3
     config.seed = 0
     config.width = 0                # 0: the architecture's default (64)
     config.batch_size = 128

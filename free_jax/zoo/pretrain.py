@@ -1,9 +1,9 @@
-"""Vectorised pre-training of many teachers of one architecture (the zoo, SPEC §1 and §3).
+"""Vectorised pre-training of many teachers of one architecture (the zoo, docs/algorithm.md §1 and §3).
 
 Each teacher t draws ``way`` classes of a meta-train split at random, splits each class's
 images 80/20 into train/held-out, and is trained with its own optimiser on relative labels
 0..N-1; after every epoch its held-out accuracy (BatchNorm running statistics) is measured and
-the best epoch's weights are kept as a true snapshot (a separate buffer, SPEC §6.6).
+the best epoch's weights are kept as a true snapshot (a separate buffer, docs/algorithm.md §6.6).
 
 The JAX way: the teachers' variables and optimiser states are one stacked pytree with a leading
 teacher axis; the dataset is on device once and each teacher's batches are gathered from it by
@@ -54,7 +54,7 @@ TRAIN_FRACTION = 0.8
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-    """Teacher optimiser (SPEC §3). ``weight_decay`` is added to the gradient as in PyTorch.
+    """Teacher optimiser (docs/algorithm.md §3). ``weight_decay`` is added to the gradient as in PyTorch.
 
     Step schedule: the learning rate at optimiser step t (0-based) is
     lr(t) = learning_rate · lr_gamma^|{m ∈ lr_milestones : t ≥ m · steps_per_epoch}|,
@@ -109,7 +109,7 @@ def default_optimizer(arch: str, **overrides) -> OptimizerConfig:
 
 
 def default_width(arch: str) -> int:
-    """Teacher width: 64 channels for Conv4 teachers (SPEC §3), 64 base width for ResNets."""
+    """Teacher width: 64 channels for Conv4 teachers (docs/algorithm.md §3), 64 base width for ResNets."""
     return 64
 
 
@@ -283,7 +283,7 @@ def pretrain_teachers(split: SplitData, arch: str, num_teachers: int, way: int, 
       split: the meta-train split (uint8 images, labels within the split).
       arch: "conv4", "resnet10" or "resnet18". width: channels (default 64).
       num_teachers: M. way: classes per teacher (N). epochs: training epochs.
-      key: the run's key. batch_size: per-teacher batch (SPEC: 128).
+      key: the run's key. batch_size: per-teacher batch (docs/algorithm.md §3: 128).
       class_offset: added to split labels to make global class ids (multi-domain zoos).
       strategy: "auto", "vmap", "loop" or "lax_map" (``free_jax.vectorize``); all equal in value.
       progress: called after every epoch of every chunk with a dict (teachers_done,

@@ -12,7 +12,7 @@ SPEC_FORMAT = 1
 
 @dataclasses.dataclass(frozen=True)
 class TeacherSpec:
-    """Everything needed to use a teacher without its training data (SPEC §1).
+    """Everything needed to use a teacher without its training data (docs/algorithm.md §1).
 
     Attributes:
       id: position of the teacher in its zoo (0-based, unique within the zoo).
