@@ -25,20 +25,18 @@ from flax import struct
 
 from free_jax import augment, losses, models
 from free_jax.inversion.config import InversionConfig
-from free_jax.inversion.five import _inner_optimizers, generate, init_generator, inversion_loss, relative_targets
+from free_jax.inversion.five import (
+    GeneratorInversionState,
+    generate,
+    init_generator,
+    init_generator_inversion,
+    inner_step,
+    inversion_loss,
+    relative_targets,
+)
 from free_jax.models.learner import MetaLearner
 from free_jax.vectorize import map_leading
 from free_jax.zoo.group import TeacherGroup
-
-
-@struct.dataclass
-class GeneratorInversionState:
-    """One teacher's generator inversion in progress: (φ, z) and their inner Adam states."""
-
-    gen_params: Any
-    z: jnp.ndarray
-    gen_opt_state: Any
-    z_opt_state: Any
 
 
 @struct.dataclass
@@ -57,36 +55,20 @@ class BaselineResult:
     final: Any
 
 
-def init_generator_inversion(gen_params, z: jnp.ndarray, config: InversionConfig,
-                             lr: float | None = None) -> GeneratorInversionState:
-    """Starts an inversion from generator ``gen_params`` (fresh or meta-learned) and codes z (B, nz)."""
-    gen_opt, z_opt = _inner_optimizers(config, lr)
-    return GeneratorInversionState(gen_params, z, gen_opt.init(gen_params), z_opt.init(z))
-
-
 def generator_inversion_step(state: GeneratorInversionState, key: jax.Array, teacher_variables,
                              teacher_mean, teacher_std, *, module, image_shape,
                              config: InversionConfig, meta_learner: MetaLearner | None = None,
                              lr: float | None = None):
-    """One Adam step on (φ, z) for L_inv (see ``five.inversion_loss``); FIVE's inner step.
+    """One Adam step on (φ, z) for L_inv (see ``five.inversion_loss``); FIVE's inner step (``five.inner_step``).
 
     Returns:
       (new state, parts) with the loss parts at the state *before* the step.
     """
     targets = relative_targets(config)
-    grad_fn = jax.value_and_grad(
-        lambda phi, codes: inversion_loss(phi, codes, key, teacher_variables, teacher_mean,
-                                          teacher_std, targets, module=module,
-                                          image_shape=image_shape, config=config,
-                                          meta_learner=meta_learner),
-        argnums=(0, 1), has_aux=True)
-    (_, (parts, _)), (grad_phi, grad_z) = grad_fn(state.gen_params, state.z)
-    gen_opt, z_opt = _inner_optimizers(config, lr)
-    updates, gen_opt_state = gen_opt.update(grad_phi, state.gen_opt_state, state.gen_params)
-    z_updates, z_opt_state = z_opt.update(grad_z, state.z_opt_state, state.z)
-    return GeneratorInversionState(optax.apply_updates(state.gen_params, updates),
-                                   optax.apply_updates(state.z, z_updates),
-                                   gen_opt_state, z_opt_state), parts
+    loss_fn = lambda phi, codes: inversion_loss(phi, codes, key, teacher_variables, teacher_mean, teacher_std,
+                                                targets, module=module, image_shape=image_shape, config=config,
+                                                meta_learner=meta_learner)
+    return inner_step(state, loss_fn, config, lr)
 
 
 def teacher_accuracy(images01, teacher_variables, teacher_mean, teacher_std, targets, *, module,

@@ -193,30 +193,66 @@ def _inner_optimizers(config: InversionConfig, lr: float | None = None):
             optax.adam(config.z_lr, b1=b1, b2=b2))
 
 
+@struct.dataclass
+class GeneratorInversionState:
+    """One teacher's inversion in progress: (φ, z) and their inner Adam states."""
+
+    gen_params: Any
+    z: jnp.ndarray
+    gen_opt_state: Any
+    z_opt_state: Any
+
+
+def init_generator_inversion(gen_params, z: jnp.ndarray, config: InversionConfig,
+                             lr: float | None = None) -> GeneratorInversionState:
+    """Starts an inversion from generator ``gen_params`` (fresh or meta-learned) and codes z (B, nz).
+
+    ``lr`` is the generator's inner learning rate (default ``config.gen_lr``); z uses ``config.z_lr``.
+    """
+    gen_opt, z_opt = _inner_optimizers(config, lr)
+    return GeneratorInversionState(gen_params, z, gen_opt.init(gen_params), z_opt.init(z))
+
+
+def inner_step(state: GeneratorInversionState, loss_fn, config: InversionConfig,
+               lr: float | None = None) -> tuple[GeneratorInversionState, dict]:
+    """One inner Adam step on (φ, z): the step FIVE's adaptation and the fresh-generator baseline share.
+
+    Args:
+      state: (φ, z) and their Adam states (``init_generator_inversion`` with the same ``lr``).
+      loss_fn: ``(φ, z) -> (loss, (parts, images))``, e.g. ``inversion_loss`` at one augmentation key.
+      lr: the generator's learning rate (default ``config.gen_lr``).
+
+    Returns:
+      (new state, parts) with the loss parts at the state *before* the step.
+    """
+    grad_fn = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)
+    (_, (parts, _)), (grad_phi, grad_z) = grad_fn(state.gen_params, state.z)
+    gen_opt, z_opt = _inner_optimizers(config, lr)
+    updates, gen_opt_state = gen_opt.update(grad_phi, state.gen_opt_state, state.gen_params)
+    z_updates, z_opt_state = z_opt.update(grad_z, state.z_opt_state, state.z)
+    return GeneratorInversionState(optax.apply_updates(state.gen_params, updates),
+                                   optax.apply_updates(state.z, z_updates),
+                                   gen_opt_state, z_opt_state), parts
+
+
 def _adapt_one(gen_params, teacher_variables, teacher_mean, teacher_std, z, key, *, targets,
                module, image_shape, config: InversionConfig, meta_learner, k: int):
     """k Adam steps on (φ_t, z_t) for one teacher, then the final evaluation (module docstring)."""
     loss_fn = lambda phi, codes, step_key: inversion_loss(
         phi, codes, step_key, teacher_variables, teacher_mean, teacher_std, targets,
         module=module, image_shape=image_shape, config=config, meta_learner=meta_learner)
-    grad_fn = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)
-    gen_opt, z_opt = _inner_optimizers(config)
 
     def step(state, index):
-        phi, codes, gen_state, z_state = state
-        _, (grad_phi, grad_z) = grad_fn(phi, codes, jax.random.fold_in(key, index))
-        updates, gen_state = gen_opt.update(grad_phi, gen_state, phi)
-        z_updates, z_state = z_opt.update(grad_z, z_state, codes)
-        return (optax.apply_updates(phi, updates), optax.apply_updates(codes, z_updates),
-                gen_state, z_state), None
+        step_key = jax.random.fold_in(key, index)
+        return inner_step(state, lambda phi, codes: loss_fn(phi, codes, step_key), config)[0], None
 
-    state = (gen_params, z, gen_opt.init(gen_params), z_opt.init(z))
+    state = init_generator_inversion(gen_params, z, config)
     if config.scan_steps:
         state, _ = jax.lax.scan(step, state, jnp.arange(k))
     else:
         for index in range(k):
             state, _ = step(state, index)
-    phi, codes = state[0], state[1]
+    phi, codes = state.gen_params, state.z
 
     final_key = jax.random.fold_in(key, k)
     if config.meta_update == "fomaml":
