@@ -19,7 +19,12 @@ from free_jax.evaluation import TRANSDUCTIVE_NOTE, EvalResult
 from free_jax.models.learner import MetaLearner, create_meta_learner
 from free_jax.training import evaldata
 from free_jax.training.config import step_config
-from free_jax.training.loop import _abstract_state, _train_metadata, meta_learner_input
+from free_jax.training.run_setup import (
+    meta_learner_input,
+    random_init_meta_learner,
+    state_constructor,
+    train_metadata,
+)
 from free_jax.training.validate import validate_config
 from free_jax.zoo.store import Zoo
 
@@ -86,12 +91,12 @@ def load_saved_meta_learner(config, workdir: str | Path, which: str = "best") ->
             return meta_learner.replace_params(params), int(metadata.get("step", checkpoints.best_step()))
         if checkpoints.latest_step() is None:
             raise checkpointing.CheckpointError(f"no training-state checkpoint under {directory / 'latest'}")
-        abstract_state = jax.eval_shape(_abstract_state(config, zoo, image_shape, mean, std, step_config(config)))
+        abstract_state = jax.eval_shape(state_constructor(config, zoo, image_shape, mean, std, step_config(config)))
         state, metadata = checkpoints.restore(abstract_state)
-        if metadata.get("config") != _train_metadata(config):
+        if metadata.get("config") != train_metadata(config):
             raise checkpointing.CheckpointError(
                 f"checkpoint in {workdir} was written for {metadata.get('config')}, this config is "
-                f"{_train_metadata(config)}; pass the config the run was trained with")
+                f"{train_metadata(config)}; pass the config the run was trained with")
         return state.meta_learner, int(state.step)
     finally:
         checkpoints.close()
@@ -129,7 +134,6 @@ def evaluate_saved(config, workdir: str | Path, split: str = "test", shots=(1, 5
     random_init = None
     if baseline:
         image_shape = (config.image_size, config.image_size, int(meta_learner.mean.shape[0]))
-        initial = create_meta_learner(jax.random.key(config.seed + 12345), config.meta_arch, config.way,
-                                      image_shape, meta_learner.mean, meta_learner.std, config.meta_width)
+        initial = random_init_meta_learner(config, image_shape, meta_learner.mean, meta_learner.std)
         random_init = {shot: evaldata.evaluate_domains(initial, domains, shot, config) for shot in shots}
     return SavedEvaluation(split, which, step, episodes, free, random_init)

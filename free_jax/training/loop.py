@@ -20,16 +20,19 @@ from free_jax import checkpointing
 from free_jax.inversion import invert
 from free_jax.inversion.grid import recovered_grid_png, teacher_rows
 from free_jax.meta.selfcheck import check_strategy
-from free_jax.models.learner import create_meta_learner
 from free_jax.training import evaldata, results as results_lib
 from free_jax.training.config import step_config
 from free_jax.training.logging import MetricsWriter, Progress
-from free_jax.training.state import init_state
+from free_jax.training.run_setup import (
+    meta_learner_input,
+    random_init_meta_learner,
+    state_constructor,
+    train_metadata,
+)
 from free_jax.training.step import PhaseTimer, run_phases
 from free_jax.training.validate import validate_config
 from free_jax.training.workdir import kill_point, workdir_lock
 from free_jax.zoo import build_or_load_zoo
-from free_jax.zoo.store import Zoo
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -66,49 +69,6 @@ def _finite_save(save, step: int, metrics: dict, tree, metadata: dict, checkpoin
             "lower the learning rates or beta_align, or check the zoo.") from error
 
 
-def meta_learner_input(config, specs) -> tuple[tuple[int, int, int], np.ndarray, np.ndarray]:
-    """(image_shape, mean, std) of the meta-learner, read from the zoo's teacher specs.
-
-    Data-free by construction: every ``TeacherSpec`` stores its dataset's channel count and the
-    per-channel mean/std of that dataset's meta-train split, so once the zoo exists no training
-    image is needed. The meta-learner takes (image_size, image_size, C) images normalised with,
-    over the D configured datasets, mean = (1/D) Σ_d mean_d and std = (1/D) Σ_d std_d.
-
-    Raises:
-      ValueError: a configured dataset has no teacher in the zoo, or the datasets' channel
-        counts differ.
-    """
-    per_dataset = []
-    for name in config.datasets:
-        spec = next((s for s in specs if s.dataset == name), None)
-        if spec is None:
-            raise ValueError(f"the zoo has no teacher of dataset {name!r}, so its input normalisation is unknown; "
-                             "point the run at a zoo pre-trained on every configured dataset")
-        per_dataset.append(spec)
-    channels = {int(spec.image_shape[-1]) for spec in per_dataset}
-    if len(channels) != 1:
-        raise ValueError("multi-domain runs need the same channel count in every dataset")
-    image_shape = (config.image_size, config.image_size, channels.pop())
-    mean = np.mean([spec.mean for spec in per_dataset], axis=0)
-    std = np.mean([spec.std for spec in per_dataset], axis=0)
-    return image_shape, mean, std
-
-
-def _train_metadata(config) -> dict:
-    return {"datasets": list(config.datasets), "image_size": config.image_size, "way": config.way,
-            "shot": config.shot, "meta_arch": config.meta_arch, "meta_width": config.meta_width}
-
-
-def _abstract_state(config, zoo: Zoo, image_shape, mean, std, step_cfg):
-    num_classes_total = max(max(spec.class_ids) for spec in zoo.specs) + 1
-    make = lambda: init_state(jax.random.key(config.seed), meta_arch=config.meta_arch, meta_width=config.meta_width,
-                              way=config.way, image_shape=image_shape, mean=mean, std=std,
-                              inversion=step_cfg.inversion, outer_lr=config.outer_lr,
-                              num_classes_total=num_classes_total, bank_capacity=config.bank_capacity,
-                              bank_dtype=config.bank_dtype)
-    return make
-
-
 def run(config, workdir: str | Path, *, log=print) -> dict:
     """Trains FREE as configured in ``workdir`` (resuming if it holds a checkpoint); returns results.
 
@@ -137,13 +97,13 @@ def _run_locked(config, workdir: Path, *, log) -> dict:
 
     image_shape, mean, std = meta_learner_input(config, zoo.specs)   # no training images past this point
 
-    make_state = _abstract_state(config, zoo, image_shape, mean, std, step_cfg)
+    make_state = state_constructor(config, zoo, image_shape, mean, std, step_cfg)
     abstract = jax.eval_shape(make_state)
     checkpoints = checkpointing.TrainingCheckpoints(workdir / "checkpoints", config.keep_checkpoints)
     best_val, best_step = -1.0, -1
     if checkpoints.latest_step() is not None:
         state, meta = checkpoints.restore(abstract)
-        expected = _train_metadata(config)
+        expected = train_metadata(config)
         if meta.get("config") != expected:
             raise checkpointing.CheckpointError(
                 f"checkpoint in {workdir} was written for {meta.get('config')}, this config is {expected}; "
@@ -187,7 +147,7 @@ def _run_locked(config, workdir: Path, *, log) -> dict:
             kill_point("after_grid", done)
         if done % config.checkpoint_every == 0 or done == config.iterations:
             _finite_save(checkpoints.save, step, metrics, state, {"best_val": best_val, "best_step": best_step,
-                                                                 "config": _train_metadata(config)},
+                                                                 "config": train_metadata(config)},
                          checkpoints.directory, config.log_every)
             kill_point("after_latest_save", done)
     progress.newline()
@@ -198,8 +158,7 @@ def _run_locked(config, workdir: Path, *, log) -> dict:
     if best is not None:
         selected = selected.replace_params(best[0])
     test_domains = evaldata.load_eval_domains(config, "test", tuple(config.eval.test_shots), config.eval.test_episodes)
-    random_init = create_meta_learner(jax.random.key(config.seed + 12345), config.meta_arch, config.way,
-                                      image_shape, mean, std, config.meta_width)
+    random_init = random_init_meta_learner(config, image_shape, mean, std)
     tests = {}
     for shot in config.eval.test_shots:
         tests[shot] = {"free": timed("evaluation",
