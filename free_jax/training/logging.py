@@ -1,10 +1,7 @@
-"""Run outputs: a JSON-lines metrics file, TensorBoard summaries, and a progress line."""
+"""Run outputs: a JSON-lines metrics file and TensorBoard summaries (the progress line: ``free_jax.progress``)."""
 from __future__ import annotations
 
 import json
-import math
-import sys
-import time
 from pathlib import Path
 
 
@@ -38,24 +35,3 @@ class MetricsWriter:
     def close(self) -> None:
         if self._tensorboard is not None:
             self._tensorboard.close()
-
-
-class Progress:
-    """One updating line: ``[free] step i/n | it/s | ETA | key metrics``."""
-
-    def __init__(self, total: int, start: int, stream=sys.stderr):
-        self.total, self.start_step, self.stream = total, start, stream
-        self.start = time.perf_counter()
-
-    def update(self, step: int, text: str) -> None:
-        done = step - self.start_step
-        elapsed = time.perf_counter() - self.start
-        rate = done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - step) / rate if rate > 0 else math.nan
-        eta_text = "?" if math.isnan(eta) else f"{int(eta) // 60}:{int(eta) % 60:02d}"
-        self.stream.write(f"\r[free] iteration {step}/{self.total} | {rate:.2f} it/s | ETA {eta_text} | {text}   ")
-        self.stream.flush()
-
-    def newline(self) -> None:
-        self.stream.write("\n")
-        self.stream.flush()

@@ -20,9 +20,10 @@ from free_jax import checkpointing
 from free_jax.inversion import invert
 from free_jax.inversion.grid import recovered_grid_png, teacher_rows
 from free_jax.meta.selfcheck import check_strategy
+from free_jax.progress import ProgressLine
 from free_jax.training import evaldata, results as results_lib
 from free_jax.training.config import step_config
-from free_jax.training.logging import MetricsWriter, Progress
+from free_jax.training.logging import MetricsWriter
 from free_jax.training.run_setup import (
     meta_learner_input,
     random_init_meta_learner,
@@ -115,7 +116,7 @@ def _run_locked(config, workdir: Path, *, log) -> dict:
     start = int(state.step)
 
     writer = MetricsWriter(workdir, start)
-    progress = Progress(config.iterations, start)
+    progress = ProgressLine(config.iterations, start, name="free", unit="iterations", rate_unit="it")
     sample_key = jax.random.fold_in(jax.random.key(config.seed), 7)
     timed = PhaseTimer()
 

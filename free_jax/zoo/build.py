@@ -11,8 +11,6 @@ teachers each pair already has → pre-train the missing ones run by run, saving
 from __future__ import annotations
 
 import statistics
-import sys
-import time
 import zlib
 
 import jax
@@ -20,6 +18,7 @@ import ml_collections
 import numpy as np
 
 from free_jax import data as data_lib
+from free_jax.progress import ProgressLine
 from free_jax.zoo.pretrain import pretrain_teachers
 from free_jax.zoo.store import Zoo
 
@@ -88,37 +87,14 @@ def load_train_splits(config) -> tuple[list, tuple[int, ...]]:
     return splits, data_lib.combine_domains(splits).class_offsets
 
 
-class ProgressLine:
-    """Prints ``teachers done/total | epoch | teachers/s | ETA`` on one updating line."""
-
-    def __init__(self, total: int, done: int = 0, stream=sys.stderr):
-        self.total, self.start_done, self.stream = total, done, stream
-        self.start = time.perf_counter()
-
-    def __call__(self, done_before: int, label: str, event: dict) -> None:
-        running = event["teachers_in_progress"] * event["epoch"] / event["epochs"]
-        finished = done_before + event["teachers_done"]
-        if event["epoch"] == event["epochs"]:
-            running = 0.0
-        effective = finished + running - self.start_done
-        elapsed = time.perf_counter() - self.start
-        rate = effective / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - self.start_done - effective) / rate if rate > 0 else float("nan")
-        accuracy = float(np.median(event["chunk_accuracy"]))
-        self.stream.write(f"\r[zoo] {finished}/{self.total} teachers | {label} epoch {event['epoch']}/"
-                          f"{event['epochs']} (median held-out {accuracy:.2f}) | {rate:.2f} teachers/s | "
-                          f"ETA {_clock(eta)}   ")
-        self.stream.flush()
-
-    def close(self) -> None:
-        self.stream.write("\n")
-
-
-def _clock(seconds: float) -> str:
-    if not np.isfinite(seconds):
-        return "?"
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+def _show_pretraining(line: ProgressLine, done_before: int, label: str, event: dict) -> None:
+    """Updates ``line`` from one ``pretrain_teachers`` progress event; a teacher part-way through
+    its epochs counts as that fraction of a teacher in the rate and the ETA."""
+    finished = done_before + event["teachers_done"]
+    epoch, epochs = event["epoch"], event["epochs"]
+    running = 0.0 if epoch == epochs else event["teachers_in_progress"] * epoch / epochs
+    accuracy = float(np.median(event["chunk_accuracy"]))
+    line.update(finished + running, f"{label} epoch {epoch}/{epochs} (median held-out {accuracy:.2f})", shown=finished)
 
 
 def build_or_load_zoo(path: str, config, *, progress: bool = True) -> Zoo:
@@ -165,7 +141,8 @@ def build_or_load_zoo(path: str, config, *, progress: bool = True) -> Zoo:
                                  f"the data gives {split.image_shape}; point the run at another zoo "
                                  "directory, or delete this one so it is pre-trained again")
     total = sum(n for _, _, n in pairs)
-    line = ProgressLine(total, sum(min(counts[(d, a)], n) for d, a, n in pairs)) if progress is True else None
+    line = (ProgressLine(total, sum(min(counts[(d, a)], n) for d, a, n in pairs), name="zoo", unit="teachers")
+            if progress is True else None)
     base_key = jax.random.key(int(config.seed))
     for dataset, arch, wanted in pairs:
         split = splits[list(config.datasets).index(dataset)]
@@ -177,7 +154,8 @@ def build_or_load_zoo(path: str, config, *, progress: bool = True) -> Zoo:
             done_before = sum(counts.values())
             callback = None
             if line is not None:
-                callback = lambda event, d=done_before, label=f"{arch}/{dataset}": line(d, label, event)
+                callback = lambda event, d=done_before, label=f"{arch}/{dataset}": _show_pretraining(
+                    line, d, label, event)
             overrides = {"learning_rate": config.learning_rate} if config.learning_rate else {}
             result = pretrain_teachers(
                 split, arch, count, config.way, config.epochs, pair_key, width=config.width or None,
@@ -189,7 +167,7 @@ def build_or_load_zoo(path: str, config, *, progress: bool = True) -> Zoo:
             zoo.metadata["complete"] = all(counts[(d, a)] >= n for d, a, n in pairs)
             zoo.save(path)
     if line is not None:
-        line.close()
+        line.newline()
     return zoo
 
 
@@ -204,4 +182,4 @@ def summarize(zoo: Zoo) -> str:
     return "\n".join(rows)
 
 
-__all__ = ["ProgressLine", "build_or_load_zoo", "default_config", "load_train_splits", "summarize"]
+__all__ = ["build_or_load_zoo", "default_config", "load_train_splits", "summarize"]
