@@ -30,6 +30,30 @@ def resize_to(images: jnp.ndarray, image_shape) -> jnp.ndarray:
     return jax.image.resize(images, (images.shape[0], height, width, channels), method="bilinear")
 
 
+def random_crop(key: jax.Array, images: jnp.ndarray, padding: int) -> jnp.ndarray:
+    """Per-sample random crop of (B, H, W, C) images with ``padding`` pixels of zero padding.
+
+    Sample b is cut at offsets (dy_b, dx_b) ∈ {0..2·padding}² of its zero-padded image
+    (torchvision's ``RandomCrop(size, padding)``); ``padding=0`` returns the images.
+    """
+    if padding <= 0:
+        return images
+    batch, height, width, _ = images.shape
+    padded = jnp.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    offsets = jax.random.randint(key, (batch, 2), 0, 2 * padding + 1)
+
+    def crop_one(image, offset):
+        return jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (height, width, image.shape[-1]))
+
+    return jax.vmap(crop_one)(padded, offsets)
+
+
+def random_flip(key: jax.Array, images: jnp.ndarray) -> jnp.ndarray:
+    """Per-sample random horizontal flip of (B, H, W, C) images, each with probability 1/2."""
+    coins = jax.random.bernoulli(key, 0.5, (images.shape[0],))
+    return jnp.where(coins[:, None, None, None], images[:, :, ::-1, :], images)
+
+
 def random_crop_flip(key: jax.Array, images: jnp.ndarray, padding: int = 4,
                      flip: bool = True) -> jnp.ndarray:
     """Per-sample random crop with zero padding and random horizontal flip.
@@ -38,26 +62,15 @@ def random_crop_flip(key: jax.Array, images: jnp.ndarray, padding: int = 4,
     and its own coin for the flip (probability 1/2).
 
     Args:
-      key: PRNG key; the same key gives the same crops and flips for any image size.
+      key: PRNG key, split into (crop key, flip key); the same key gives the same crops and flips
+        for any image size.
       images: (B, H, W, C).
       padding: pixels of zero padding on each side (0: no crop).
       flip: whether to flip horizontally at random.
     """
-    batch, height, width, _ = images.shape
     crop_key, flip_key = jax.random.split(key)
-    if padding > 0:
-        padded = jnp.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-        offsets = jax.random.randint(crop_key, (batch, 2), 0, 2 * padding + 1)
-
-        def crop_one(image, offset):
-            return jax.lax.dynamic_slice(image, (offset[0], offset[1], 0),
-                                         (height, width, image.shape[-1]))
-
-        images = jax.vmap(crop_one)(padded, offsets)
-    if flip:
-        coins = jax.random.bernoulli(flip_key, 0.5, (batch,))
-        images = jnp.where(coins[:, None, None, None], images[:, :, ::-1, :], images)
-    return images
+    images = random_crop(crop_key, images, padding)
+    return random_flip(flip_key, images) if flip else images
 
 
 def teacher_input(views01: jnp.ndarray, image_shape, mean, std) -> jnp.ndarray:

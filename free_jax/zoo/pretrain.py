@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from free_jax import vectorize
+from free_jax import augment, vectorize
 from free_jax.data.base import SplitData
 from free_jax.models import apply, apply_and_update_stats, build_backbone, init_variables
 from free_jax.normalization import normalize, to_unit_float
@@ -163,18 +163,16 @@ def _plan_teachers(labels: np.ndarray, num_classes: int, way: int, seeds: np.nda
 
 
 def _augment(key: jax.Array, images: jnp.ndarray, crop_padding: int, flip: bool) -> jnp.ndarray:
-    """Per-sample random crop (zero padding ``crop_padding``) and optional horizontal flip."""
+    """Per-sample random crop (zero padding ``crop_padding``) and optional horizontal flip.
+
+    The crop and the flip are ``augment``'s; the key schedule is this module's own, kept so that
+    zoos pre-train as before: with a crop, ``split(key)`` gives (flip key, crop key), the reverse
+    of ``augment.random_crop_flip``; without one, the flip draws from ``key`` itself.
+    """
     if crop_padding:
-        b, h, w, _ = images.shape
         key, crop_key = jax.random.split(key)
-        padded = jnp.pad(images, ((0, 0), (crop_padding,) * 2, (crop_padding,) * 2, (0, 0)))
-        offsets = jax.random.randint(crop_key, (b, 2), 0, 2 * crop_padding + 1)
-        images = jax.vmap(lambda img, off: jax.lax.dynamic_slice(
-            img, (off[0], off[1], 0), (h, w, img.shape[-1])))(padded, offsets)
-    if flip:
-        mirror = jax.random.bernoulli(key, 0.5, (images.shape[0], 1, 1, 1))
-        images = jnp.where(mirror, images[:, :, ::-1, :], images)
-    return images
+        images = augment.random_crop(crop_key, images, crop_padding)
+    return augment.random_flip(key, images) if flip else images
 
 
 @functools.lru_cache(maxsize=32)
