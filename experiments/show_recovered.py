@@ -16,7 +16,7 @@ import numpy as np
 from absl import app, flags
 
 from free_jax import checkpointing, zoo as zoo_lib
-from free_jax.inversion import InversionConfig, init_generator, invert, invert_and_meta_update
+from free_jax.inversion import InversionConfig, init_generator, invert, meta_train_warmup
 from free_jax.inversion.grid import recovered_grid_png, teacher_rows
 
 _ZOO = flags.DEFINE_string("zoo", "/tmp/free_jax_show_zoo", "Zoo directory (built if absent).")
@@ -51,20 +51,17 @@ def main(argv):
     if _GENERATOR.value:
         gen_params = checkpointing.restore_tree(_GENERATOR.value, gen_params)
     else:
-        @jax.jit
-        def meta_step(gen_params, gen_opt, groups, key):
-            gen_params, gen_opt, result = invert_and_meta_update(gen_params, gen_opt, groups, key,
-                                                                 inv_config, warmup=True)
-            return gen_params, gen_opt, result.metrics
-
         rng = np.random.default_rng(0)
         start = time.perf_counter()
-        for iteration in range(_META_ITERATIONS.value):
-            groups = zoo.select(sorted(rng.choice(train_ids, 4)))
-            gen_params, gen_opt, metrics = meta_step(gen_params, gen_opt, groups, jax.random.key(iteration))
+
+        def show(iteration, metrics):
             if iteration % 20 == 0 or iteration == _META_ITERATIONS.value - 1:
                 print(f"meta-iteration {iteration}: teacher acc {float(metrics['teacher_acc']):.2f} "
                       f"ce {float(metrics['ce']):.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
+
+        gen_params, gen_opt = meta_train_warmup(
+            gen_params, gen_opt, lambda _: zoo.select(sorted(rng.choice(train_ids, 4))), _META_ITERATIONS.value,
+            inv_config, on_iteration=show)
         if _SAVE_GENERATOR.value:
             checkpointing.save_tree(_SAVE_GENERATOR.value, gen_params, overwrite=True)
     result = jax.jit(lambda p, key: invert(p, shown, None, key, inv_config, warmup=True))(

@@ -29,7 +29,7 @@ import pytest
 
 from free_jax.benchmarks.inversion import CPU_CLAIM_CONFIG
 from free_jax.data import load_split
-from free_jax.inversion import adapt_generator, init_generator, invert_and_meta_update, relative_targets
+from free_jax.inversion import adapt_generator, init_generator, meta_train_warmup, relative_targets
 from free_jax.zoo.pretrain import pretrain_teachers
 
 # Scaled down for a 2-core CPU (settings shared with the inversion benchmark).
@@ -47,17 +47,13 @@ def test_meta_generator_recovers_unseen_teacher_better_than_fresh_after_k_steps(
     fresh_params = gen_params
 
     @jax.jit
-    def meta_step(gen_params, gen_opt, key):
-        return invert_and_meta_update(gen_params, gen_opt, [train], key, CONFIG, warmup=True)[:2]
-
-    @jax.jit
     def unseen_accuracy(gen_params, key):
         z = jax.random.normal(jax.random.fold_in(key, 0), (unseen.size, CONFIG.batch_size, CONFIG.nz))
         return adapt_generator(gen_params, unseen, z, relative_targets(CONFIG), key,
                                CONFIG).metrics["teacher_acc"]
 
-    for iteration in range(META_ITERATIONS):
-        gen_params, gen_opt = meta_step(gen_params, gen_opt, jax.random.key(100 + iteration))
+    gen_params, gen_opt = meta_train_warmup(gen_params, gen_opt, lambda _: [train], META_ITERATIONS, CONFIG,
+                                            key_of=lambda iteration: jax.random.key(100 + iteration))
     keys = [jax.random.key(seed) for seed in range(8)]
     meta = np.mean([float(unseen_accuracy(gen_params, key)) for key in keys])
     fresh = np.mean([float(unseen_accuracy(fresh_params, key)) for key in keys])

@@ -24,8 +24,9 @@ from free_jax.inversion import (
     adapt_generator,
     generate,
     init_generator,
-    invert_and_meta_update,
+    meta_train_warmup,
     relative_targets,
+    warmup_meta_step,
 )
 from free_jax.inversion.baselines import generator_inversion_step, init_generator_inversion, teacher_accuracy
 from free_jax.zoo.pretrain import pretrain_teachers
@@ -77,24 +78,21 @@ def run(small: bool = False) -> str:
     targets = relative_targets(config)
 
     # Meta-training (warm-up mode), per_iteration training teachers per iteration drawn from n_train.
-    @jax.jit
-    def meta_step(gen_params, gen_opt, ids, key):
-        teachers = jax.tree_util.tree_map(lambda leaf: leaf[ids], group)
-        gen_params, gen_opt, result = invert_and_meta_update(gen_params, gen_opt, [teachers], key,
-                                                             config, warmup=True)
-        return gen_params, gen_opt, result.metrics["teacher_acc"]
+    def teachers_of(_):
+        ids = jnp.asarray(rng.integers(0, n_train, s["per_iteration"]))
+        return [jax.tree_util.tree_map(lambda leaf: leaf[ids], group)]
 
     gen_params, gen_opt = init_generator(jax.random.key(1), config, image_shape)
     fresh_params = gen_params
     rng = np.random.default_rng(0)
-    ids = jnp.asarray(rng.integers(0, n_train, s["per_iteration"]))
-    meta_compile, meta_step_c = harness.time_compile(meta_step, gen_params, gen_opt, ids, jax.random.key(0))
+    meta_compile, meta_step_c = harness.time_compile(warmup_meta_step, gen_params, gen_opt, teachers_of(-1),
+                                                     jax.random.key(0), config=config)
     start = time.perf_counter()
     train_acc = []
-    for iteration in range(s["meta_iterations"]):
-        ids = jnp.asarray(rng.integers(0, n_train, s["per_iteration"]))
-        gen_params, gen_opt, acc = meta_step_c(gen_params, gen_opt, ids, jax.random.key(100 + iteration))
-        train_acc.append(acc)
+    gen_params, gen_opt = meta_train_warmup(
+        gen_params, gen_opt, teachers_of, s["meta_iterations"], config,
+        key_of=lambda iteration: jax.random.key(100 + iteration), step=meta_step_c,
+        on_iteration=lambda _, metrics: train_acc.append(metrics["teacher_acc"]))
     harness.block(gen_params)
     meta_seconds = time.perf_counter() - start
     train_acc = np.asarray(jax.device_get(train_acc))
