@@ -10,7 +10,6 @@ from free_jax.inversion.five import (
     adapt_generator,
     generate,
     generator_module,
-    generator_variables,
     init_generator,
     inversion_loss,
     invert,
@@ -22,6 +21,5 @@ from free_jax.inversion.five import (
 from free_jax.inversion.warmup import meta_train_warmup, warmup_meta_step
 
 __all__ = ["AdaptResult", "InversionConfig", "InversionResult", "adapt_generator", "generate",
-           "generator_module", "generator_variables", "init_generator", "inversion_loss", "invert",
-           "invert_and_meta_update", "meta_optimizer", "meta_train_warmup", "meta_update_generator", "relative_targets",
-           "warmup_meta_step"]
+           "generator_module", "init_generator", "inversion_loss", "invert", "invert_and_meta_update",
+           "meta_optimizer", "meta_train_warmup", "meta_update_generator", "relative_targets", "warmup_meta_step"]

@@ -2,10 +2,10 @@
 
 Generator state. ``gen_params`` is the generator's ``params`` collection only. The generator's
 BatchNorm always normalises with the current batch's statistics and never reads its running
-statistics, so its ``batch_stats`` are constants (zeros/ones) rebuilt from the parameter shapes
-at every call (``generator_variables``); nothing but ``params`` is learned, optimised or
-checkpointed. The generator's resolution and channels are read off ``gen_params`` too, so one
-pytree fully describes it (``generator_module``).
+statistics, so its ``batch_stats`` are constants (zeros/ones) that the model's own initialisers
+make at every call (``generate``); nothing but ``params`` is learned, optimised or checkpointed. The
+generator's resolution and channels are read off the shapes of ``gen_params`` too, so one pytree
+fully describes it (``generator_module``).
 
 Per teacher t (``_adapt_one``), with φ_t ← φ, z_t ~ N(0, I) (B, nz), y = [0..N-1] repeated P
 times, and a fresh augmentation draw at every step:
@@ -32,6 +32,7 @@ augmentation and 1.62 s with the per-sample crop. Default: unrolled
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Sequence
 
@@ -48,24 +49,46 @@ from free_jax.zoo.group import TeacherGroup
 
 
 # --------------------------------------------------------------------------- generator
+@functools.lru_cache(maxsize=None)
+def _param_shapes(image_size: int, channels: int, nz: int, ngf: int) -> tuple[tuple[int, ...], ...]:
+    """The leaf shapes (tree order) of a ``Generator``'s parameters, from ``jax.eval_shape`` of its init."""
+    module = models.Generator(image_size=image_size, channels=channels, nz=nz, ngf=ngf)
+    abstract = jax.eval_shape(module.init, jax.random.key(0), jax.ShapeDtypeStruct((2, nz), jnp.float32))
+    return tuple(leaf.shape for leaf in jax.tree_util.tree_leaves(abstract["params"]))
+
+
 def generator_module(gen_params, config: InversionConfig) -> models.Generator:
-    """The ``Generator`` whose parameters are ``gen_params`` (size/channels from their shapes)."""
-    dense_out = gen_params["Dense_0"]["kernel"].shape[-1]          # 2·ngf·(s/4)²
-    side = int(round(math.sqrt(dense_out // (2 * config.ngf)))) * 4
-    channels = gen_params["Conv_2"]["kernel"].shape[-1]
+    """The ``Generator`` whose parameters are ``gen_params``.
+
+    Its side s and channels C are read off the parameter shapes, asking the model which leaves
+    depend on them: against a 4×4×1 generator's parameters, the leaf that differs in an 8×8×1 one
+    holds (s/4)² times as many numbers in ``gen_params``, the leaf that differs in a 4×4×2 one C times.
+    """
+    shapes = tuple(leaf.shape for leaf in jax.tree_util.tree_leaves(gen_params))
+    base = _param_shapes(4, 1, config.nz, config.ngf)
+    if len(shapes) != len(base):
+        raise ValueError(f"gen_params has {len(shapes)} arrays, a generator with nz={config.nz}, ngf={config.ngf} "
+                         f"has {len(base)}")
+
+    def growth(probe):
+        """How many times its base size the leaf that differs between ``base`` and ``probe`` is."""
+        index = next(i for i, (a, b) in enumerate(zip(base, probe)) if a != b)
+        return math.prod(shapes[index]) // math.prod(base[index])
+
+    side = 4 * math.isqrt(growth(_param_shapes(8, 1, config.nz, config.ngf)))
+    channels = growth(_param_shapes(4, 2, config.nz, config.ngf))
     return models.Generator(image_size=side, channels=channels, nz=config.nz, ngf=config.ngf)
 
 
-def generator_variables(gen_params) -> dict:
-    """``{"params", "batch_stats"}`` with constant batch_stats (never read: batch-mode BN)."""
-    stats = {name: {"mean": jnp.zeros_like(layer["scale"]), "var": jnp.ones_like(layer["scale"])}
-             for name, layer in gen_params.items() if name.startswith("BatchNorm")}
-    return {"params": gen_params, "batch_stats": stats}
-
-
 def generate(gen_params, z: jnp.ndarray, config: InversionConfig) -> jnp.ndarray:
-    """G_φ(z): (B, nz) latent codes → (B, s, s, C) images in [0, 1]."""
-    return generator_module(gen_params, config).apply(generator_variables(gen_params), z)
+    """G_φ(z): (B, nz) latent codes → (B, s, s, C) images in [0, 1].
+
+    The generator's BatchNorm normalises with batch statistics and never reads its running ones,
+    so ``batch_stats`` is not stored: the model creates it with its own initial values (the
+    collection is mutable for that) and the update it computes is dropped.
+    """
+    images, _ = generator_module(gen_params, config).apply({"params": gen_params}, z, mutable=["batch_stats"])
+    return images
 
 
 def meta_optimizer(config: InversionConfig) -> optax.GradientTransformation:
