@@ -17,7 +17,7 @@ from absl import app, flags
 
 from free_jax import checkpointing, zoo as zoo_lib
 from free_jax.inversion import InversionConfig, init_generator, invert, meta_train_warmup
-from free_jax.inversion.grid import recovered_grid_png, teacher_rows
+from free_jax.inversion.grid import inversion_rows, recovered_grid_png
 
 _ZOO = flags.DEFINE_string("zoo", "/tmp/free_jax_show_zoo", "Zoo directory (built if absent).")
 _OUTPUT = flags.DEFINE_string("output", "/tmp/free_jax_recovered.png", "PNG to write.")
@@ -66,18 +66,11 @@ def main(argv):
             checkpointing.save_tree(_SAVE_GENERATOR.value, gen_params, overwrite=True)
     result = jax.jit(lambda p, key: invert(p, shown, None, key, inv_config, warmup=True))(
         gen_params, jax.random.key(12345))
-    rows, titles = ([], [], []), []
-    for images, labels, confidence in zip(result.per_group_images, result.per_group_labels,
-                                          result.per_group_confidence):
-        for t in range(images.shape[0]):
-            ordered = teacher_rows(images[t], confidence[t], labels[t], result.targets)
-            for part, values in zip(rows, ordered):
-                part.append(values)
-            titles += [f"T{shown_ids[len(titles) // inv_config.way]}c{int(c)}"
-                       for c in ordered[1][::_SAMPLES.value]]
-    images, labels, confidences = (np.concatenate(part) for part in rows)
+    images, labels, confidences, keys, titles = inversion_rows(
+        result.per_group_images, result.per_group_labels, result.per_group_confidence,
+        np.asarray(result.targets), zoo.grouped_ids(shown_ids))
     recovered_grid_png(images, labels, confidences, _OUTPUT.value,
-                       samples_per_row=_SAMPLES.value, row_titles=titles)
+                       samples_per_row=_SAMPLES.value, row_titles=titles, row_keys=keys)
     print(f"teacher accuracy on recovered images {float(result.metrics['teacher_acc']):.3f}; "
           f"wrote {_OUTPUT.value}")
 

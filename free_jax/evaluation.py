@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -114,7 +115,8 @@ def _check_eval_inputs(meta_learner, images, episodes: EpisodeSet, steps, chunk_
 
 def evaluate(meta_learner: MetaLearner, images, episodes: EpisodeSet, steps: int = 10,
              lr: float = 0.01, chunk_size: int | None = None,
-             strategy: vectorize.Strategy = "auto", image_shape=None) -> EvalResult:
+             strategy: vectorize.Strategy = "auto", image_shape=None,
+             progress: Callable[[int, int], None] | None = None) -> EvalResult:
     """Adapts ``meta_learner`` to every episode and scores its query set.
 
     Args:
@@ -123,6 +125,8 @@ def evaluate(meta_learner: MetaLearner, images, episodes: EpisodeSet, steps: int
         every call reuses one compiled program.
       image_shape: the (H, W, C) the meta-learner was built for; if given, ``images`` must have it
         (a Conv4 accepts several sizes, so another size would score near chance, silently).
+      progress: called on the host as ``progress(episodes_done, num_episodes)`` as each chunk's
+        results arrive (chunks are still dispatched ahead, so waiting for them costs nothing).
 
     Raises:
       ValueError: images that are not integer (uint8) pixels, of another channel count than the
@@ -139,6 +143,11 @@ def evaluate(meta_learner: MetaLearner, images, episodes: EpisodeSet, steps: int
     chunks = [_chunk_accuracies(meta_learner, images, jnp.asarray(indices[i:i + chunk_size]),
                                 episodes.shot, steps, lr, strategy)
               for i in range(0, len(indices), chunk_size)]  # dispatched asynchronously
-    accuracies = 100.0 * np.concatenate([np.asarray(c) for c in chunks])[: episodes.num_episodes]
+    done = []
+    for chunk in chunks:
+        done.append(np.asarray(chunk))
+        if progress is not None:
+            progress(min(len(done) * chunk_size, episodes.num_episodes), episodes.num_episodes)
+    accuracies = 100.0 * np.concatenate(done)[: episodes.num_episodes]
     mean, ci95 = confidence_interval(accuracies)
     return EvalResult(mean, ci95, accuracies)

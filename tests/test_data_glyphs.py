@@ -174,3 +174,17 @@ def test_preview_cli_writes_png(tmp_path, capsys):
     with Image.open(out) as image:
         assert image.size[0] > 100 and image.size[1] > 100
     assert "train:" in capsys.readouterr().out
+
+
+def test_first_rendering_shows_progress_and_a_cached_load_is_quiet(tmp_path, monkeypatch, capsys):
+    """A first use renders every class (tens of seconds at full size): a progress line names what is
+    rendered, counts classes and ends with the seconds taken; a cached load prints nothing."""
+    monkeypatch.setattr(glyphs, "render_class", lambda split, c, count, size, channels, *_: np.zeros(
+        (count, size, size, channels), np.uint8))                 # the line is under test, not rendering
+    total = sum(len(glyphs.glyph_classes(s)) for s in glyphs.SPLITS)
+    glyphs.load_glyphs("val", str(tmp_path), image_size=8, channels=1, renderings_per_class=2)
+    err = capsys.readouterr().err
+    assert "[glyphs] 0/" in err and "rendering solid glyphs 8x8x1, 2 per class" in err
+    assert f"[glyphs] {total}/{total} classes" in err and "rendered solid glyphs 8x8x1, 2 per class in" in err
+    glyphs.load_glyphs("test", str(tmp_path), image_size=8, channels=1, renderings_per_class=2)
+    assert "[glyphs]" not in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """FREE training: fused == phased iteration, end-to-end runs, exact resume, model selection, errors."""
 import dataclasses
+import io
 import json
 import sys
 from pathlib import Path
@@ -7,13 +8,16 @@ from pathlib import Path
 import chex
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
-from free_jax import checkpointing, data as data_lib, models
+from free_jax import checkpointing, data as data_lib, evaluation, models
 from free_jax.data import registry as data_registry
 from free_jax.inversion import InversionConfig
 from free_jax.meta.replay import ReplayConfig
+from free_jax.models.learner import create_meta_learner
+from free_jax.progress import ProgressLine
 from free_jax.training import evaldata, loop, step as step_lib
 from free_jax.training.state import init_state
 from free_jax.zoo.group import TeacherGroup
@@ -207,3 +211,67 @@ def test_mismatched_zoo_or_checkpoint_is_a_clear_error(uninterrupted):
         loop.run(smoke_config(root / "run" / "zoo", way=4), root / "other", log=lambda *_: None)
     with pytest.raises(checkpointing.CheckpointError, match="different configuration|written for"):
         loop.run(smoke_config(root / "run" / "zoo", meta_width=16), root / "run", log=lambda *_: None)
+
+
+def test_eta_leaves_out_the_compiling_first_iteration_of_each_kind():
+    """On a fake clock: the first warm-up and the first full iteration each take 60 s (compilation),
+    later warm-up iterations 1 s and full ones 3 s. The loop restarts the rate after each first
+    one, so four iterations into the full ones the ETA is the 3 s pace times what is left (without
+    the restarts it would be about 5× that)."""
+    now = [0.0]
+    stream = io.StringIO()
+    line = ProgressLine(10, 0, name="free", unit="iterations", stream=stream, timer=lambda: now[0])
+    for step in range(6):                               # warm-up 0, 1; full 2 .. 5
+        now[0] += 60.0 if loop.first_of_its_kind(step, 0, 2) else (1.0 if step < 2 else 3.0)
+        line.update(step + 1)
+        if loop.first_of_its_kind(step, 0, 2):
+            line.restart(step + 1)
+    assert line.eta(6) == pytest.approx(4 * 3.0)
+    assert stream.getvalue().endswith("[free] 6/10 iterations | 0.33 iterations/s | ETA 0:00:12   ")
+    # A run resumed past the warm-up compiles only its first iteration.
+    assert [s for s in range(5, 10) if loop.first_of_its_kind(s, 5, 2)] == [5]
+
+
+def test_meta_test_shows_episodes_done_rate_and_setting(tmp_path):
+    """The final meta-test (minutes at full size) prints one progress line over every setting:
+    FREE then random init per shot, each domain's episodes counted as their chunks finish."""
+    from test_evaluation import colour_split
+    split = colour_split()
+    episodes = {shot: evaluation.make_episodes(split, num_episodes=6, way=5, shot=shot, query=3, seed=shot)
+                for shot in (1, 2)}
+    domain = evaldata.EvalDomain("colours", jnp.asarray(split.images), episodes)
+    config = ml_collections.ConfigDict({"way": 5, "image_size": 16, "strategy": "auto", "eval": {
+        "test_shots": (1, 2), "steps": 0, "lr": 0.1, "chunk_size": 4}})   # steps 0: a quick compile
+    learner = create_meta_learner(jax.random.key(0), "conv4", 5, (16, 16, 3), split.mean, split.std, width=8)
+    timer, stream = step_lib.PhaseTimer(), io.StringIO()
+    tests = loop.meta_test(learner, learner, [domain], config, timer, stream=stream)
+    assert set(tests) == {1, 2} and all(set(t) == {"free", "random_init"} for t in tests.values())
+    assert len(timer.seconds["evaluation"]) == 2                  # FREE's evaluations are timed
+    shown = stream.getvalue()
+    for count, setting in [(4, "1-shot colours: free"), (12, "1-shot colours: random_init"),
+                           (18, "2-shot colours: free"), (24, "2-shot colours: random_init")]:
+        assert f"[meta-test] {count}/24 episodes" in shown and setting in shown
+    assert shown.rstrip().endswith("s") and "done in" in shown
+
+
+@pytest.mark.slow
+def test_rerun_of_a_finished_run_reuses_its_results(glyph_smoke_run, tmp_path, monkeypatch):
+    """Rerunning the command of a finished run prints and returns its results at once: no
+    evaluation, and results.md (with the phase times of the real run) is left as it was."""
+    import shutil
+    workdir, results, _ = glyph_smoke_run
+    shutil.copytree(workdir, tmp_path / "run")
+    before = (tmp_path / "run" / "results.md").read_bytes()
+    monkeypatch.setattr(evaldata, "evaluate_domains", lambda *a, **k: pytest.fail("evaluated again"))
+    monkeypatch.setattr(evaldata, "load_eval_domains", lambda *a, **k: pytest.fail("loaded eval data again"))
+    logged = []
+    again = loop.run(glyph_configs.get_config("smoke"), tmp_path / "run", log=logged.append)
+    assert again == results
+    assert (tmp_path / "run" / "results.md").read_bytes() == before
+    assert "reused" in logged[0] and logged[1] == before.decode()
+    other = glyph_configs.get_config("smoke")
+    other.eval.test_episodes += 1                                   # another config: evaluated anew
+    assert loop.finished_results(other, tmp_path / "run") is None
+    other = glyph_configs.get_config("smoke")
+    other.iterations += 1                                           # more iterations: trained on
+    assert loop.finished_results(other, tmp_path / "run") is None

@@ -25,6 +25,7 @@ from PIL import Image
 
 from free_jax.data import cache, glyph_alphabets, glyph_render
 from free_jax.data.base import SplitData
+from free_jax.progress import ProgressLine
 
 GENERATOR_VERSION = 2  # Bump whenever rendering changes: it keys the cache.
 SPLITS = ("train", "val", "test")
@@ -92,19 +93,30 @@ def render_class(split: str, class_index: int, count: int, image_size: int, chan
     return out
 
 
-def _generate(image_size: int, channels: int, seed: int, renderings: int, style: str):
-    arrays, start = {}, time.perf_counter()
+def _generate(image_size: int, channels: int, seed: int, renderings: int, style: str, stream=None):
+    """Renders every split, showing a progress line (classes done, rate, ETA) on ``stream``
+    (default stderr): a first use takes tens of seconds, once per (version, parameters)."""
+    arrays = {}
+    counts = {split: len(glyph_classes(split)) for split in SPLITS}
+    what = f"{style} glyphs {image_size}x{image_size}x{channels}, {renderings} per class"
+    line = ProgressLine(sum(counts.values()), name="glyphs", unit="classes", stream=stream)
+    line.update(0, f"rendering {what} (once; then cached)")
+    done, shown_at = 0, line.elapsed()
     for split in SPLITS:
-        n_classes = len(glyph_classes(split))
-        arrays[f"{split}_images"] = np.concatenate(
-            [render_class(split, c, renderings, image_size, channels, seed, style)
-             for c in range(n_classes)])
-        arrays[f"{split}_labels"] = np.repeat(np.arange(n_classes, dtype=np.int32), renderings)
+        rendered = []
+        for c in range(counts[split]):
+            rendered.append(render_class(split, c, renderings, image_size, channels, seed, style))
+            done += 1
+            if line.elapsed() - shown_at >= 0.5:     # a few updates a second at most
+                line.update(done, f"{split} split")
+                shown_at = line.elapsed()
+        arrays[f"{split}_images"] = np.concatenate(rendered)
+        arrays[f"{split}_labels"] = np.repeat(np.arange(counts[split], dtype=np.int32), renderings)
     train = arrays["train_images"].astype(np.float64) / 255.0
     arrays["mean"] = train.mean(axis=(0, 1, 2))
     arrays["std"] = train.std(axis=(0, 1, 2))
-    logging.info("glyphs (%s, %dx%dx%d, %d per class) generated in %.1f s", style, image_size,
-                 image_size, channels, renderings, time.perf_counter() - start)
+    line.update(done, f"rendered {what} in {line.elapsed():.1f} s")
+    line.newline()
     return arrays
 
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -45,11 +47,15 @@ def load_eval_domains(config, split: str, shots, num_episodes: int) -> list[Eval
     return domains
 
 
-def evaluate_domains(meta_learner, domains, shot: int, config) -> dict[str, evaluation.EvalResult]:
-    """Per-domain results for ``shot``-shot episodes, plus "mean" (the mean over domains) if several."""
+def evaluate_domains(meta_learner, domains, shot: int, config,
+                     progress: Callable[[str, int, int], None] | None = None) -> dict[str, evaluation.EvalResult]:
+    """Per-domain results for ``shot``-shot episodes, plus "mean" (the mean over domains) if several.
+
+    ``progress(domain, episodes_done, num_episodes)`` is called as each compiled chunk finishes."""
     results = {d.name: evaluation.evaluate(meta_learner, d.images, d.episodes[shot], config.eval.steps,
                                            config.eval.lr, config.eval.chunk_size or None, config.strategy,
-                                           image_shape=(config.image_size, config.image_size, d.images.shape[-1]))
+                                           image_shape=(config.image_size, config.image_size, d.images.shape[-1]),
+                                           progress=None if progress is None else functools.partial(progress, d.name))
                for d in domains}
     if len(results) > 1:
         accuracies = np.mean([r.accuracies for r in results.values()], axis=0)

@@ -18,7 +18,7 @@ import numpy as np
 
 from free_jax import checkpointing
 from free_jax.inversion import invert
-from free_jax.inversion.grid import recovered_grid_png, teacher_rows
+from free_jax.inversion.grid import inversion_rows, recovered_grid_png
 from free_jax.meta.selfcheck import check_strategy
 from free_jax.progress import ProgressLine
 from free_jax.training import evaldata, results as results_lib
@@ -74,7 +74,8 @@ def run(config, workdir: str | Path, *, log=print) -> dict:
     """Trains FREE as configured in ``workdir`` (resuming if it holds a checkpoint); returns results.
 
     The configuration is validated before any work, and ``workdir`` is locked for the whole run
-    (a second process on it gets ``WorkdirBusyError``)."""
+    (a second process on it gets ``WorkdirBusyError``). A rerun of a finished run (same config,
+    latest checkpoint at ``config.iterations``) prints and returns its results without evaluating."""
     validate_config(config)
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -82,8 +83,44 @@ def run(config, workdir: str | Path, *, log=print) -> dict:
         return _run_locked(config, workdir, log=log)
 
 
+def first_of_its_kind(step: int, start: int, warmup: int) -> bool:
+    """Whether iteration ``step`` is the first this process runs of its kind (warm-up, or full):
+    it compiles its program (and the first evaluation or grid may fall in it), so the progress
+    line's rate restarts after it; otherwise the first ETAs are off by the compile time (20×)."""
+    return step == start or step == max(start, warmup)
+
+
+def finished_results(config, workdir: Path) -> dict | None:
+    """The results of a finished run of this same config in ``workdir``, or None.
+
+    Finished: the newest state checkpoint is at ``config.iterations`` and results.json and
+    results.md were written by a run of a config equal to this one (``results_lib.config_record``)."""
+    results_path, markdown_path = workdir / "results.json", workdir / "results.md"
+    if not (results_path.is_file() and markdown_path.is_file() and (workdir / "checkpoints").is_dir()):
+        return None
+    try:
+        results = json.loads(results_path.read_text())
+    except ValueError:
+        return None
+    if results.get("config") != results_lib.config_record(config):
+        return None
+    checkpoints = checkpointing.TrainingCheckpoints(workdir / "checkpoints", config.keep_checkpoints)
+    try:
+        finished = checkpoints.latest_step() == config.iterations
+    finally:
+        checkpoints.close()
+    return results if finished else None
+
+
 def _run_locked(config, workdir: Path, *, log) -> dict:
     step_cfg = step_config(config)
+    finished = finished_results(config, workdir)
+    if finished is not None:
+        log(f"[free] {workdir} already holds this run, finished at iteration {config.iterations}: "
+            "its results (below, from results.md) are reused, not evaluated again. Delete results.json "
+            "to evaluate again, or raise --config.iterations to train on.")
+        log((workdir / "results.md").read_text())
+        return finished
     if config.self_check:   # accelerators only: the compiled meta-gradient equals the eager one
         check_strategy(config.strategy, config.meta_arch, config.meta_width, log=log)
     # Before the zoo: a query count the val classes cannot supply fails in seconds, not after pre-training.
@@ -122,7 +159,8 @@ def _run_locked(config, workdir: Path, *, log) -> dict:
 
     for step in range(start, config.iterations):
         warmup = step < config.warmup
-        groups = zoo.sample(jax.random.fold_in(sample_key, step), config.teachers_per_iteration)
+        teacher_ids = zoo.sample_ids(jax.random.fold_in(sample_key, step), config.teachers_per_iteration)
+        groups = zoo.select(teacher_ids)
         state, metrics = run_phases(state, groups, step_cfg, warmup, timer=timed)
         if (step + 1) % config.log_every == 0 or step + 1 == config.iterations:
             values = {k: float(v) for k, v in metrics.items()}
@@ -144,13 +182,15 @@ def _run_locked(config, workdir: Path, *, log) -> dict:
                              {"val_accuracy": val.mean, "step": done}, checkpoints.directory, config.log_every)
                 kill_point("after_best_save", done)
         if config.grid_every and not warmup and (done % config.grid_every == 0 or done == config.iterations):
-            _write_grid(state, groups, step_cfg, workdir / f"recovered_{done:06d}.png")
+            _write_grid(state, groups, zoo.grouped_ids(teacher_ids), step_cfg, workdir / f"recovered_{done:06d}.png")
             kill_point("after_grid", done)
         if done % config.checkpoint_every == 0 or done == config.iterations:
             _finite_save(checkpoints.save, step, metrics, state, {"best_val": best_val, "best_step": best_step,
                                                                  "config": train_metadata(config)},
                          checkpoints.directory, config.log_every)
             kill_point("after_latest_save", done)
+        if first_of_its_kind(step, start, config.warmup):
+            progress.restart(done)
     progress.newline()
     writer.close()
 
@@ -160,11 +200,7 @@ def _run_locked(config, workdir: Path, *, log) -> dict:
         selected = selected.replace_params(best[0])
     test_domains = evaldata.load_eval_domains(config, "test", tuple(config.eval.test_shots), config.eval.test_episodes)
     random_init = random_init_meta_learner(config, image_shape, mean, std)
-    tests = {}
-    for shot in config.eval.test_shots:
-        tests[shot] = {"free": timed("evaluation",
-                                     lambda: evaldata.evaluate_domains(selected, test_domains, shot, config)),
-                       "random_init": evaldata.evaluate_domains(random_init, test_domains, shot, config)}
+    tests = meta_test(selected, random_init, test_domains, config, timed)
     report = results_lib.build_report(config, tests, best_val, best_step, timed.seconds, start)
     (workdir / "results.md").write_text(report["markdown"])
     (workdir / "results.json").write_text(json.dumps(report["json"], indent=2, allow_nan=False))
@@ -173,18 +209,41 @@ def _run_locked(config, workdir: Path, *, log) -> dict:
     return report["json"]
 
 
+def meta_test(selected, random_init, domains, config, timed=None, stream=None) -> dict:
+    """``{shot: {"free": per-domain results, "random_init": ...}}`` on the fixed meta-test episodes,
+    with a progress line (episodes done of all settings, rate, ETA, the setting at work) on
+    ``stream`` (default stderr). ``timed``: a ``PhaseTimer``, which times FREE's evaluations."""
+    shots = tuple(config.eval.test_shots)
+    total = 2 * sum(d.episodes[shot].num_episodes for shot in shots for d in domains)
+    line = ProgressLine(total, name="meta-test", unit="episodes", rate_unit="episodes", stream=stream)
+    done: dict = {}
+    tests = {}
+    for shot in shots:
+        tests[shot] = {}
+        for method, learner in (("free", selected), ("random_init", random_init)):
+            def report(domain, episodes, _, setting=(shot, method)):
+                done[setting + (domain,)] = episodes
+                line.update(sum(done.values()), f"{config.way}-way {setting[0]}-shot {domain}: {setting[1]}")
+
+            evaluate = lambda: evaldata.evaluate_domains(learner, domains, shot, config, progress=report)
+            timing = timed is not None and method == "free"      # the phase table times FREE's evaluations
+            tests[shot][method] = timed("evaluation", evaluate) if timing else evaluate()
+    line.update(sum(done.values()), f"done in {line.elapsed():.0f} s")
+    line.newline()
+    return tests
+
+
 @functools.partial(jax.jit, static_argnames=("config",))
 def _grid_inversion(gen_params, groups, key, config):
     return invert(gen_params, groups, None, key, config, warmup=True)
 
 
-def _write_grid(state, groups, step_cfg, path: Path) -> None:
-    """PNG of the current meta-generator adapted to ``groups`` (k steps; the state is unchanged)."""
+def _write_grid(state, groups, teacher_ids, step_cfg, path: Path) -> None:
+    """PNG of the current meta-generator adapted to ``groups`` (k steps; the state is unchanged),
+    one row per (teacher, class) titled ``T<id> c<class>``, a teacher drawn twice marked a repeat.
+    ``teacher_ids``: per group, the zoo ids of its teachers (``Zoo.grouped_ids``)."""
     result = _grid_inversion(state.gen_params, groups, state.iteration_key(), step_cfg.inversion)
-    images, labels, confidences = [], [], []
-    for group_images, group_labels, group_conf in zip(result.per_group_images, result.per_group_labels,
-                                                      result.per_group_confidence):
-        for t in range(group_images.shape[0]):
-            sorted_t = teacher_rows(group_images[t], group_conf[t], group_labels[t], result.targets)
-            images.append(sorted_t[0]), labels.append(sorted_t[1]), confidences.append(sorted_t[2])
-    recovered_grid_png(np.concatenate(images), np.concatenate(labels), np.concatenate(confidences), path)
+    images, labels, confidences, keys, titles = inversion_rows(
+        result.per_group_images, result.per_group_labels, result.per_group_confidence,
+        np.asarray(result.targets), teacher_ids)
+    recovered_grid_png(images, labels, confidences, path, row_titles=titles, row_keys=keys)

@@ -1,6 +1,7 @@
 """The final results block of a FREE run (markdown for people, JSON for scripts)."""
 from __future__ import annotations
 
+import json
 import statistics
 
 from free_jax.evaluation import TRANSDUCTIVE_NOTE
@@ -8,6 +9,11 @@ from free_jax.evaluation import TRANSDUCTIVE_NOTE
 
 def _intervals_overlap(a, b) -> bool:
     return not (a.mean - a.ci95 > b.mean + b.ci95 or b.mean - b.ci95 > a.mean + a.ci95)
+
+
+def config_record(config) -> dict:
+    """The whole config as JSON data, kept in results.json: a rerun of the same config reuses them."""
+    return json.loads(config.to_json_best_effort(sort_keys=True))
 
 
 def build_report(config, tests: dict, best_val: float, best_step: int, phase_seconds: dict, start_step: int) -> dict:
@@ -27,7 +33,8 @@ def build_report(config, tests: dict, best_val: float, best_step: int, phase_sec
              "",
              "| setting | domain | FREE (ours) | random init | CIs overlap |",
              "| --- | --- | --- | --- | --- |"]
-    payload = {"best_val": best_val, "best_step": best_step, "test": {}, "phase_seconds": {}}
+    payload = {"best_val": best_val, "best_step": best_step, "test": {}, "phase_seconds": {},
+               "config": config_record(config)}
     for shot, by_method in tests.items():
         for domain, free in by_method["free"].items():
             baseline = by_method["random_init"][domain]

@@ -112,13 +112,17 @@ class Zoo:
         """Every teacher, one stacked ``TeacherGroup`` per group."""
         return [self.group(name) for name in self.group_names]
 
-    def select(self, teacher_ids: Sequence[int]) -> list[TeacherGroup]:
-        """The given teachers (repeats allowed), grouped; groups in zoo order, draws in order."""
+    def grouped_ids(self, teacher_ids: Sequence[int]) -> list[list[int]]:
+        """The given teacher ids as ``select`` stacks them: one list per returned group, in order."""
         by_group: dict[str, list[int]] = {}
         for teacher_id in teacher_ids:
-            spec = self.specs[int(teacher_id)]
-            by_group.setdefault(spec.group, []).append(spec.group_index)
-        return [self.group(name, by_group[name]) for name in self.group_names if name in by_group]
+            by_group.setdefault(self.specs[int(teacher_id)].group, []).append(int(teacher_id))
+        return [by_group[name] for name in self.group_names if name in by_group]
+
+    def select(self, teacher_ids: Sequence[int]) -> list[TeacherGroup]:
+        """The given teachers (repeats allowed), grouped; groups in zoo order, draws in order."""
+        return [self.group(self.specs[ids[0]].group, [self.specs[i].group_index for i in ids])
+                for ids in self.grouped_ids(teacher_ids)]
 
     def sample_ids(self, key: jax.Array, num_teachers: int) -> np.ndarray:
         """``num_teachers`` teacher ids drawn uniformly with replacement (deterministic per key)."""
