@@ -1,4 +1,4 @@
-"""Test-wide settings: several forced CPU devices (for sharding tests), an isolated cache."""
+"""Test-wide settings: several forced CPU devices (for sharding tests), isolated caches."""
 import os
 
 # Must happen before jax initialises its backends: lets sharding tests use a 4-device mesh.
@@ -6,6 +6,21 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_compilation_cache(tmp_path_factory):
+    """One persistent XLA compilation cache for the session, also used by the real runs that tests
+    start as subprocesses: modules (which drop their in-memory jit caches, see below) and runs
+    that compile the same programs load them from disk instead of compiling them again. Cached
+    executables are the compiled programs themselves, so results are unchanged."""
+    import jax
+    directory = str(tmp_path_factory.mktemp("jax_compilation_cache"))
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = directory
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
+    jax.config.update("jax_compilation_cache_dir", directory)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    yield
 
 
 @pytest.fixture(scope="session", autouse=True)
