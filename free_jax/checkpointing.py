@@ -24,9 +24,11 @@ imports in this file.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
+import logging
 import shutil
 import warnings
 from pathlib import Path
@@ -91,6 +93,25 @@ def _is_disk_full(error: BaseException) -> bool:
         "RESOURCE_EXHAUSTED" in text or "No space left" in text
 
 
+class _DropDiskFullRecords(logging.Filter):
+    """Drops Orbax's own log records of a full disk (a traceback of ~100 lines per writer thread):
+    the ``CheckpointError`` raised after them says it in a few lines. Other records pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _is_disk_full(Exception(record.getMessage()))
+
+
+@contextlib.contextmanager
+def _quiet_disk_full_logs():
+    handler_filter = _DropDiskFullRecords()
+    logger = logging.getLogger("absl")
+    logger.addFilter(handler_filter)
+    try:
+        yield
+    finally:
+        logger.removeFilter(handler_filter)
+
+
 def _raise_if_disk_full(error: BaseException, path: Path) -> None:
     if _is_disk_full(error):
         for partial in path.parent.glob(f"{path.name}.orbax-checkpoint-tmp*"):  # give the space back
@@ -139,7 +160,8 @@ def save_tree(directory: str | Path, tree: Any, metadata: dict | None = None, *,
     try:
         directory.parent.mkdir(parents=True, exist_ok=True)
         with _checkpointer() as checkpointer:
-            checkpointer.save(directory, args=ocp.args.Composite(**items), force=overwrite)
+            with _quiet_disk_full_logs():
+                checkpointer.save(directory, args=ocp.args.Composite(**items), force=overwrite)
     except Exception as error:  # noqa: BLE001 - Orbax/tensorstore raise bare Exceptions
         _raise_if_disk_full(error, directory)
         raise
@@ -256,10 +278,11 @@ class TrainingCheckpoints:
         if int(step) in manager.all_steps():
             manager.delete(int(step))  # left by a run killed before its next save; same step, same state
         try:
-            manager.save(int(step), args=ocp.args.Composite(
-                **{name: ocp.args.StandardSave(tree), _METADATA: ocp.args.JsonSave(metadata),
-                   _CHECKSUMS: ocp.args.JsonSave(leaf_checksums(tree))}), force=True)
-            manager.wait_until_finished()
+            with _quiet_disk_full_logs():
+                manager.save(int(step), args=ocp.args.Composite(
+                    **{name: ocp.args.StandardSave(tree), _METADATA: ocp.args.JsonSave(metadata),
+                       _CHECKSUMS: ocp.args.JsonSave(leaf_checksums(tree))}), force=True)
+                manager.wait_until_finished()
         except Exception as error:  # noqa: BLE001 - tensorstore reports a full disk as a bare Exception
             _raise_if_disk_full(error, path)
             raise

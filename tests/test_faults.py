@@ -283,6 +283,7 @@ def test_disk_full_on_a_real_small_filesystem(tmp_path):
         pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()[:200]}); the mocked disk-full test covers it")
     assert "CLEAR: disk full while writing checkpoint" in done.stdout, done.stdout + done.stderr[-3000:]
     assert "LEFT: []" in done.stdout                # the partial write was removed, its space given back
+    assert len(done.stderr.splitlines()) <= 10, done.stderr[-3000:]   # no Orbax traceback before our error
 
 
 # ------------------------------------------------------------------ 6. two processes, one workdir
