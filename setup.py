@@ -56,11 +56,12 @@ setup(
         "numpy>=1.26",
         "pillow>=10.0",
         "tensorboardX>=2.6",
+        "matplotlib>=3.8",              # comparison plots (experiments/compare.py)
         *_FONT_PACKAGES,
     ],
     extras_require={
         # The linter runs with the tests (.ci/run); its version is pinned so its verdict is stable.
-        "test": ["pytest>=8.0", "ruff>=0.17,<0.18"],
+        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "ruff>=0.17,<0.18"],
         # Reading prepared TFDS tfrecord datasets (cifar100, caltech_birds2011) needs TensorFlow.
         "tfds": ["tensorflow-cpu>=2.16"],
     },
