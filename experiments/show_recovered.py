@@ -39,7 +39,7 @@ def main(argv):
     del argv
     config = zoo_lib.default_config()
     config.num_teachers, config.epochs, config.width = _TEACHERS.value, _EPOCHS.value, 16
-    config.data_options = {"image_size": _IMAGE_SIZE.value, "channels": _CHANNELS.value}
+    config.data_options.update(image_size=_IMAGE_SIZE.value, channels=_CHANNELS.value)
     zoo = zoo_lib.build_or_load_zoo(_ZOO.value, config)
     shown_ids = list(range(len(zoo) - _SHOW.value, len(zoo)))
     train_ids = np.arange(len(zoo) - _SHOW.value)

@@ -157,3 +157,58 @@ def test_alignment_optimizer_is_a_validated_setting():
     config.align_optimizer = "rmsprop"
     with pytest.raises(ValueError, match=r"align_optimizer='rmsprop'; choose one of \('adam', 'sgd'\)"):
         step_config(config)
+
+
+# ------------------------------------------------------------ one config vocabulary
+def test_every_inversion_and_replay_field_is_a_setting_once():
+    import dataclasses
+
+    from free_jax.inversion import InversionConfig
+    from free_jax.meta.replay import ReplayConfig
+    config = get_config("cifar_fs")
+    assert set(config.inversion) == {f.name for f in dataclasses.fields(InversionConfig)} - {"way", "strategy"}
+    assert set(config.replay) == {f.name for f in dataclasses.fields(ReplayConfig)} - {"way", "shot", "query",
+                                                                                          "strategy"}
+    config.inversion.fresh_steps, config.replay.inner_steps, config.query = 17, 3, 4
+    step = step_config(config)
+    assert (step.inversion.fresh_steps, step.replay.inner_steps, step.replay.query) == (17, 3, 4)
+
+
+def test_unknown_or_run_wide_step_setting_is_a_clear_error():
+    config = get_config("cifar_fs")
+    config.inversion.k_steps = 3
+    with pytest.raises(ValueError, match=r"--config.inversion has no setting \['k_steps'\]"):
+        step_config(config)
+    config = get_config("cifar_fs")
+    config.replay.shot = 5
+    with pytest.raises(ValueError, match=r"--config.replay.shot is a run-wide setting: set --config.shot"):
+        step_config(config)
+
+
+def test_zoo_takes_the_runs_datasets_way_and_loader_options_from_one_place():
+    from free_jax.training.config import zoo_config
+    config = get_config("multidomain", "glyphs,smoke")
+    for name in ("datasets", "way", "data_dir", "data_options"):
+        assert name not in config.zoo
+    zoo = zoo_config(config)
+    assert zoo.datasets == ("glyphs", "glyphs_outline") and zoo.way == config.way
+    assert zoo.data_options.to_dict() == config.data_options.to_dict()
+    assert zoo.num_teachers == config.zoo.num_teachers
+
+
+def test_loader_options_reach_every_loader_that_takes_them_and_are_refused_by_one_that_does_not():
+    from free_jax.data import loader_options
+    options = {"image_size": 28, "channels": None, "renderings_per_class": None}
+    assert loader_options("glyphs_outline", options) == {"image_size": 28}
+    assert loader_options("cub", options) == {"image_size": 28}
+    assert loader_options("cifar_fs", {"image_size": None}) == {}
+    with pytest.raises(ValueError, match=r"dataset 'cifar_fs' takes no option \['image_size'\].*options are none"):
+        loader_options("cifar_fs", options)
+
+
+def test_comma_joined_dataset_names_are_refused_with_the_tuple_spelling():
+    from free_jax.training.validate import validate_config
+    config = get_config("multidomain", "glyphs,smoke")
+    config.datasets = ("glyphs,glyphs_outline",)
+    with pytest.raises(ValueError, match=r"--config.datasets=.*a tuple of names"):
+        validate_config(config)

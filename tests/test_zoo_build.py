@@ -46,8 +46,9 @@ def test_interrupted_build_resumes_to_the_same_zoo(tmp_path):
 
 def test_pretrain_zoo_binary_smoke(tmp_path):
     command = [sys.executable, str(REPO / "experiments" / "pretrain_zoo.py"), f"--output_dir={tmp_path / 'zoo'}",
-               "--num_teachers=2", "--way=3", "--epochs=1", "--width=4", "--batch_size=16", "--image_size=16",
-               "--channels=1", "--archs=conv4", "--dataset=glyphs", "--chunk_size=2", "--renderings_per_class=5"]
+               "--zoo.num_teachers=2", "--zoo.way=3", "--zoo.epochs=1", "--zoo.width=4", "--zoo.batch_size=16",
+               "--zoo.data_options.image_size=16", "--zoo.data_options.channels=1", "--zoo.archs=conv4",
+               "--zoo.datasets=glyphs", "--zoo.chunk_size=2", "--zoo.data_options.renderings_per_class=5"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "teachers/s" in result.stderr and "ETA" in result.stderr

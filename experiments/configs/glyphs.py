@@ -20,7 +20,7 @@ def get_config(arg: str = ""):
     if "5shot" in options:
         c.shot = 5
     if "smoke" in options:
-        c.data_options = {"image_size": 16, "channels": 1}
+        c.data_options.update(image_size=16, channels=1)
         c.image_size = 16
         shrink_for_smoke(c)
         c.eval.test_shots = (1,)

@@ -50,6 +50,6 @@ def get_config(arg: str = ""):
         # compiles the recovery and alignment programs again (ResNet compiles dominate on CPU).
         shrink_for_smoke(c, num_teachers=3, iterations=2, teachers_per_iteration=3)
         if "glyphs" in options:
-            c.data_options = {"image_size": 16, "channels": 1}
+            c.data_options.update(image_size=16, channels=1)
             c.image_size = 16
     return c

@@ -58,6 +58,6 @@ def get_config(arg: str = ""):
     if "smoke" in options:
         shrink_for_smoke(c, num_teachers=len(c.datasets))
         if "glyphs" in options:
-            c.data_options = {"image_size": 16, "channels": 1}
+            c.data_options.update(image_size=16, channels=1)
             c.image_size = 20                      # ≠ 16: the per-teacher resize path runs
     return c

@@ -17,6 +17,7 @@ from free_jax.data.registry import (
     available_datasets,
     dataset_info,
     load_split,
+    loader_options,
     register,
 )
 
@@ -31,5 +32,6 @@ __all__ = [
     "dataset_info",
     "load_multidomain",
     "load_split",
+    "loader_options",
     "register",
 ]

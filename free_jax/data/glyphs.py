@@ -161,9 +161,11 @@ def load_glyphs(split: str, data_dir: str | None = None, *, image_size: int = 32
         name="glyphs" if style == "solid" else "glyphs_outline", split=split)
 
 
-def load_glyphs_outline(split: str, data_dir: str | None = None, **options) -> SplitData:
+def load_glyphs_outline(split: str, data_dir: str | None = None, *, image_size: int = 32, channels: int = 3,
+                        seed: int = 0, renderings_per_class: int = DEFAULT_RENDERINGS) -> SplitData:
     """``load_glyphs`` with ``style="outline"``: the registered ``glyphs_outline`` domain."""
-    return load_glyphs(split, data_dir, style="outline", **options)
+    return load_glyphs(split, data_dir, image_size=image_size, channels=channels, seed=seed,
+                       renderings_per_class=renderings_per_class, style="outline")
 
 
 def preview_grid(classes_per_split: int = 4, renderings: int = 10, image_size: int = 32,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 from typing import Any, Callable, Mapping
 
 from free_jax.data.base import SplitData
@@ -34,11 +35,17 @@ class DatasetInfo:
     classes_per_split: Mapping[str, int] | None
     description: str
 
-    def load(self, split: str, data_dir: str | None, **options: Any) -> SplitData:
+    def _function(self) -> Callable[..., SplitData]:
         module_name, function_name = self.loader.split(":")
-        function: Callable[..., SplitData] = getattr(importlib.import_module(module_name),
-                                                     function_name)
-        return function(split, data_dir, **options)
+        return getattr(importlib.import_module(module_name), function_name)
+
+    def load(self, split: str, data_dir: str | None, **options: Any) -> SplitData:
+        return self._function()(split, data_dir, **options)
+
+    def option_names(self) -> tuple[str, ...]:
+        """The loader's options: its parameters after ``split`` and ``data_dir``."""
+        parameters = list(inspect.signature(self._function()).parameters.values())[2:]
+        return tuple(p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
 
 
 _REGISTRY: dict[str, DatasetInfo] = {}
@@ -59,6 +66,26 @@ def dataset_info(name: str) -> DatasetInfo:
     if name not in _REGISTRY:
         raise ValueError(f"unknown dataset {name!r}; available datasets: {available_datasets()}")
     return _REGISTRY[name]
+
+
+def loader_options(name: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The options of ``options`` that are set (not None) for dataset ``name``'s loader.
+
+    One ``data_options`` mapping serves every dataset of a run; an option set there that the
+    loader does not take is an error, never silently dropped (e.g. ``image_size`` for CIFAR-FS,
+    whose images are 32 px). Unset options (None, the run configs' placeholders) leave the
+    loader's defaults.
+    """
+    if options is not None and hasattr(options, "to_dict"):
+        options = options.to_dict()
+    given = {key: value for key, value in dict(options or {}).items() if value is not None}
+    accepted = dataset_info(name).option_names()
+    unknown = sorted(set(given) - set(accepted))
+    if unknown:
+        raise ValueError(f"dataset {name!r} takes no option {unknown} (data_options = {given}); its loader's "
+                         f"options are {list(accepted) or 'none'}. Leave the option unset for this dataset "
+                         "(--config.data_options.<name>=None) or pick a dataset that takes it.")
+    return given
 
 
 def load_split(name: str, split: str, data_dir: str | None = None, **options: Any) -> SplitData:

@@ -1,22 +1,45 @@
 """The FREE run configuration (the defaults of docs/algorithm.md §3) and its conversion to the jitted step's config."""
 from __future__ import annotations
 
+import dataclasses
+
 import ml_collections
 
 from free_jax.inversion import InversionConfig
 from free_jax.meta.alignment import ALIGN_OPTIMIZERS
 from free_jax.meta.replay import ReplayConfig
 from free_jax.training.step import StepConfig
-from free_jax.zoo import default_config as zoo_default_config
+from free_jax.zoo import data_options_config, default_config as zoo_default_config
+
+# Settings of the jitted step that the run config holds once, at its top level, for every part.
+_SHARED_INVERSION_FIELDS = ("way", "strategy")
+_SHARED_REPLAY_FIELDS = ("way", "shot", "query", "strategy")
+
+
+def _dataclass_section(cls, shared: tuple[str, ...]) -> ml_collections.ConfigDict:
+    """The fields of the frozen dataclass ``cls`` (with its defaults) other than ``shared``: the
+    defaults live in the dataclass only, and a field added there is a ``--config`` setting at once."""
+    return ml_collections.ConfigDict({f.name: getattr(cls(), f.name) for f in dataclasses.fields(cls)
+                                      if f.name not in shared})
 
 
 def base_config() -> ml_collections.ConfigDict:
-    """Every knob of a FREE run with the defaults of docs/algorithm.md §2-3 (CIFAR-FS-sized settings)."""
+    """Every knob of a FREE run with the defaults of docs/algorithm.md §2-3 (CIFAR-FS-sized settings).
+
+    Each setting lives in one place. ``inversion`` and ``replay`` are the fields of
+    ``InversionConfig`` / ``ReplayConfig`` (defaults there); ``way``, ``shot``, ``query`` and
+    ``strategy`` are shared by every part and live at the top only; the zoo's dataset, way and
+    loader settings are the run's (``c.zoo`` holds only what is the zoo's own). Two pairs look alike
+    but are different settings: ``query`` (queries per class of a replay task on recovered images)
+    vs ``eval.query`` (of an evaluation episode on real images), and ``seed`` (the run's random
+    draws) vs ``eval.seed`` (the fixed evaluation episodes, shared by runs of other seeds and
+    methods so that their accuracies compare on the same episodes).
+    """
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.datasets = ("glyphs",)            # several = multi-domain (MD)
     c.data_dir = ""
-    c.data_options = ml_collections.ConfigDict({"image_size": 32, "channels": 3})  # glyph sets only
+    c.data_options = data_options_config()  # loader options (glyphs: image_size, channels); unset = defaults
     c.image_size = 32                   # meta-learner / generator resolution (MD: common size)
     c.way, c.shot, c.query = 5, 1, 15   # replay tasks (N-way K-shot, Q queries)
     c.iterations = 1000
@@ -24,6 +47,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.teachers_per_iteration = 4
 
     c.zoo = zoo_default_config()        # pre-trained if absent (free_jax.zoo.build_or_load_zoo)
+    for shared in ZOO_FIELDS_FROM_RUN:  # the run's settings, filled in by ``zoo_config``
+        del c.zoo[shared]
     c.zoo_path = ""                     # "" = <workdir>/zoo
 
     c.meta_arch, c.meta_width = "conv4", 32
@@ -33,11 +58,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.beta_align = 67.0
     c.tau = 1.0
 
-    c.inversion = ml_collections.ConfigDict(dict(
-        images_per_class=20, nz=256, ngf=64, k=5, gen_lr=1e-3, z_lr=1e-3, lambda_adv=1.0, lambda_bn=0.0,
-        adv_through_meta_learner=True, meta_update="fomaml", meta_lr=1e-3, crop_padding=4, flip=True))
-    c.replay = ml_collections.ConfigDict(dict(
-        tasks_per_batch=10, batches=10, patience=0, inner_steps=5, inner_lr=0.01, first_order=False))
+    c.inversion = _dataclass_section(InversionConfig, _SHARED_INVERSION_FIELDS)   # FIVE and the baselines
+    c.replay = _dataclass_section(ReplayConfig, _SHARED_REPLAY_FIELDS)            # BELL's MAML replay
     c.bank_capacity, c.bank_dtype = 400, "uint8"
     c.strategy = "auto"                 # per-teacher / per-task mapping (free_jax.vectorize)
     c.self_check = True                 # on accelerators: stop if the jitted meta-gradient ≠ eager (meta/selfcheck.py)
@@ -49,6 +71,20 @@ def base_config() -> ml_collections.ConfigDict:
     c.grid_every = 100                  # PNG grid of recovered images (0 = never)
     c.log_every = 1
     return c
+
+
+# The zoo settings a FREE run takes from its own top-level settings of the same name.
+ZOO_FIELDS_FROM_RUN = ("datasets", "way", "data_dir", "data_options")
+
+
+def zoo_config(config) -> ml_collections.ConfigDict:
+    """The zoo configuration of a run: ``config.zoo`` plus the run's datasets, way and loader settings."""
+    zoo = config.zoo.copy_and_resolve_references()
+    with zoo.unlocked():
+        for name in ZOO_FIELDS_FROM_RUN:
+            value = config[name]
+            zoo[name] = tuple(value) if name == "datasets" else value
+    return zoo
 
 
 def step_config(config: ml_collections.ConfigDict) -> StepConfig:
@@ -65,18 +101,26 @@ def step_config(config: ml_collections.ConfigDict) -> StepConfig:
     if config.align_optimizer not in ALIGN_OPTIMIZERS:
         raise ValueError(f"align_optimizer={config.align_optimizer!r}; choose one of {ALIGN_OPTIMIZERS} "
                          "(the inner optimiser of BELL's alignment copy θ̃)")
-    inversion = InversionConfig(
-        way=config.way, images_per_class=inv.images_per_class, nz=inv.nz, ngf=inv.ngf, k=inv.k,
-        gen_lr=inv.gen_lr, z_lr=inv.z_lr, lambda_adv=inv.lambda_adv, lambda_bn=inv.lambda_bn,
-        adv_through_meta_learner=inv.adv_through_meta_learner, meta_update=inv.meta_update,
-        meta_lr=inv.meta_lr, strategy=config.strategy, crop_padding=inv.crop_padding, flip=inv.flip)
-    rep = config.replay
-    replay = ReplayConfig(way=config.way, shot=config.shot, query=config.query,
-                          tasks_per_batch=rep.tasks_per_batch, batches=rep.batches, patience=rep.patience,
-                          inner_steps=rep.inner_steps, inner_lr=rep.inner_lr, first_order=rep.first_order,
-                          strategy=config.strategy)
+    inversion = _from_section(InversionConfig, "inversion", config.inversion,
+                              way=config.way, strategy=config.strategy)
+    replay = _from_section(ReplayConfig, "replay", config.replay, way=config.way, shot=config.shot,
+                           query=config.query, strategy=config.strategy)
     return StepConfig(inversion=inversion, replay=replay, outer_lr=config.outer_lr, align_lr=config.align_lr,
                       align_optimizer=config.align_optimizer, beta_align=config.beta_align, tau=config.tau)
+
+
+def _from_section(cls, name: str, section, **shared):
+    """``cls(**section, **shared)``; a field ``cls`` does not have, or one set in both, is a clear error."""
+    values = dict(section.to_dict() if hasattr(section, "to_dict") else section)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"--config.{name} has no setting {unknown}; its settings are {sorted(known - set(shared))}")
+    both = sorted(set(values) & set(shared))
+    if both:
+        raise ValueError(f"--config.{name}.{both[0]} is a run-wide setting: set --config.{both[0]} instead")
+    values = {key: tuple(value) if isinstance(value, list) else value for key, value in values.items()}
+    return cls(**values, **shared)
 
 
 # ------------------------------------------------------------ shared pieces of experiment configs
@@ -113,7 +157,7 @@ def use_glyph_cpu_demo(c, datasets=("glyphs",), num_teachers: int = 20) -> None:
     was 3.4 (same zoo); a generator of ngf 16 instead of 32 recovered images the teachers
     classified far less reliably (≈0.62 vs ≈0.83) and left replay at chance."""
     c.datasets = tuple(datasets)
-    c.data_options = {"image_size": 28, "channels": 1}
+    c.data_options.update(image_size=28, channels=1)
     c.image_size = 28
     c.inversion.flip = c.zoo.flip = False         # mirrored characters are other characters
     c.zoo.num_teachers, c.zoo.epochs, c.zoo.width, c.zoo.batch_size = num_teachers, 20, 32, 64

@@ -23,8 +23,8 @@ class EvalDomain:
 
 
 def data_options(config, dataset: str) -> dict:
-    """Loader options of ``dataset`` (image size / channels apply to the generated glyph sets)."""
-    return dict(config.data_options.to_dict()) if dataset.startswith("glyphs") else {}
+    """The run's loader options that apply to ``dataset`` (``free_jax.data.loader_options``)."""
+    return data_lib.loader_options(dataset, config.data_options)
 
 
 def _resize_uint8(images: np.ndarray, side: int) -> np.ndarray:

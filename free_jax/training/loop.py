@@ -22,7 +22,7 @@ from free_jax.inversion.grid import inversion_rows, recovered_grid_png
 from free_jax.meta.selfcheck import check_strategy
 from free_jax.progress import ProgressLine
 from free_jax.training import evaldata, results as results_lib
-from free_jax.training.config import step_config
+from free_jax.training.config import step_config, zoo_config
 from free_jax.training.logging import MetricsWriter
 from free_jax.training.run_setup import (
     meta_learner_input,
@@ -126,11 +126,7 @@ def _run_locked(config, workdir: Path, *, log) -> dict:
     # Before the zoo: a query count the val classes cannot supply fails in seconds, not after pre-training.
     val_domains = evaldata.load_eval_domains(config, "val", (config.shot,), config.eval.val_episodes)
     zoo_path = Path(config.zoo_path or workdir / "zoo")
-    zoo_config = config.zoo.copy_and_resolve_references()
-    with zoo_config.unlocked():
-        zoo_config.datasets, zoo_config.way = tuple(config.datasets), config.way
-        zoo_config.data_dir, zoo_config.data_options = config.data_dir, config.data_options
-    zoo = build_or_load_zoo(str(zoo_path), zoo_config)
+    zoo = build_or_load_zoo(str(zoo_path), zoo_config(config))
     zoo.check_compatible(way=config.way, datasets=config.datasets, path=zoo_path)
 
     image_shape, mean, std = meta_learner_input(config, zoo.specs)   # no training images past this point

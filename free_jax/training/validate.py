@@ -46,10 +46,14 @@ def validate_config(config) -> None:
     for name in ("outer_lr", "align_lr", "eval.lr", "replay.inner_lr", "inversion.gen_lr", "inversion.meta_lr"):
         _positive(config, name)
     _require(len(config.datasets) >= 1, "datasets", config.datasets, "at least one dataset name")
+    for name in ("datasets", "zoo.archs"):
+        values = config.zoo.archs if name == "zoo.archs" else config.datasets
+        _require(not any("," in value for value in values), name, tuple(values),
+                 f"a tuple of names, e.g. --config.{name}=\"('a','b')\" (a comma-joined string is one name)")
     shots = tuple(config.eval.test_shots)
     _require(len(shots) >= 1 and all(isinstance(s, int) and s >= 1 for s in shots), "eval.test_shots", shots,
              "one or more integers ≥ 1")
-    pairs = len(config.datasets) * len(config.zoo.archs)  # the run's datasets override zoo.datasets
+    pairs = len(config.datasets) * len(config.zoo.archs)  # the zoo is built on the run's datasets
     _require(config.zoo.num_teachers >= pairs, "zoo.num_teachers", config.zoo.num_teachers,
              f"at least one teacher per (dataset, architecture) pair, i.e. ≥ {pairs}")
     _require(config.bank_dtype in _BANK_DTYPES, "bank_dtype", config.bank_dtype, f"one of {_BANK_DTYPES}")

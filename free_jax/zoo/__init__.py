@@ -5,11 +5,11 @@
   zoo = Zoo.load(path, way=5); groups = zoo.sample(key, 4)   # stacked TeacherGroups
   zoo = build_or_load_zoo(path, config)                       # pre-train / resume / load
 """
-from free_jax.zoo.build import build_or_load_zoo, default_config, summarize
+from free_jax.zoo.build import build_or_load_zoo, data_options_config, default_config, summarize
 from free_jax.zoo.group import TeacherGroup
 from free_jax.zoo.pretrain import OptimizerConfig, default_optimizer, pretrain_teachers
 from free_jax.zoo.spec import TeacherSpec, group_name
 from free_jax.zoo.store import Zoo
 
 __all__ = ["OptimizerConfig", "TeacherGroup", "TeacherSpec", "Zoo", "build_or_load_zoo",
-           "default_config", "default_optimizer", "group_name", "pretrain_teachers", "summarize"]
+           "data_options_config", "default_config", "default_optimizer", "group_name", "pretrain_teachers", "summarize"]

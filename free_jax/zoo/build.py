@@ -27,6 +27,17 @@ _IDENTITY_FIELDS = ("datasets", "archs", "way", "epochs", "seed", "width", "batc
                     "data_options", "crop_padding", "flip", "learning_rate")
 
 
+def data_options_config() -> ml_collections.ConfigDict:
+    """Loader options shared by every dataset of a zoo or run, unset (None) by default.
+
+    ``image_size``, ``channels`` and ``renderings_per_class`` are the generated glyph sets' options
+    (CUB takes ``image_size`` too); ``free_jax.data.loader_options`` passes the set ones to each
+    loader and rejects one a loader does not take."""
+    placeholder = ml_collections.config_dict.placeholder
+    return ml_collections.ConfigDict({"image_size": placeholder(int), "channels": placeholder(int),
+                                      "renderings_per_class": placeholder(int)})
+
+
 def default_config() -> ml_collections.ConfigDict:
     """Zoo configuration; every field is described in the comments.
 
@@ -49,7 +60,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.crop_padding = 0         # random-crop augmentation padding (0: off)
     config.flip = False             # horizontal flips (never for glyphs)
     config.data_dir = ""            # "" : each loader's default
-    config.data_options = ml_collections.ConfigDict({"image_size": 32, "channels": 3})
+    config.data_options = data_options_config()  # loader options; unset = the loader's default
     config.strategy = "auto"        # vectorisation over teachers (free_jax.vectorize)
     config.chunk_size = 0           # teachers per compiled program (0: backend default)
     config.save_every = 20          # teachers pre-trained between two saves (resume points)
@@ -69,20 +80,16 @@ def _identity(config) -> dict:
         value = config.get(field)
         if isinstance(value, ml_collections.ConfigDict):
             value = value.to_dict()
+        if field == "data_options":     # unset options are the loaders' defaults, however spelled
+            value = {key: option for key, option in dict(value or {}).items() if option is not None}
         values[field] = list(value) if isinstance(value, (tuple, list)) else value
     return values
 
 
-def _data_options(config, dataset: str) -> dict:
-    options = dict(config.data_options.to_dict() if isinstance(config.data_options, ml_collections.ConfigDict)
-                   else config.data_options or {})
-    # Image size / channels are options of the generated glyph sets only.
-    return options if dataset.startswith("glyphs") else {}
-
-
 def load_train_splits(config) -> tuple[list, tuple[int, ...]]:
     """Meta-train splits of the configured datasets and their global class offsets."""
-    splits = [data_lib.load_split(name, "train", config.data_dir or None, **_data_options(config, name))
+    splits = [data_lib.load_split(name, "train", config.data_dir or None,
+                                  **data_lib.loader_options(name, config.data_options))
               for name in config.datasets]
     return splits, data_lib.combine_domains(splits).class_offsets
 
