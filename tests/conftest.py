@@ -25,10 +25,31 @@ def _session_compilation_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session", autouse=True)
 def _shared_glyph_cache(tmp_path_factory):
-    """One glyph cache for the whole session (tests that test the cache set their own)."""
+    """One glyph cache for the whole session (tests that test the cache set their own), shared by
+    the workers of a parallel run (``pytest -n 2``): entries are renamed into place when complete,
+    so a worker reads another's finished entry or renders its own, never half of one."""
     if "FREE_JAX_CACHE_DIR" not in os.environ:
-        os.environ["FREE_JAX_CACHE_DIR"] = str(tmp_path_factory.mktemp("free_jax_cache"))
+        base = tmp_path_factory.getbasetemp()
+        root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+        directory = root / "free_jax_cache"
+        directory.mkdir(exist_ok=True)
+        os.environ["FREE_JAX_CACHE_DIR"] = str(directory)
     yield
+
+
+# Tests that share the session-scoped ``glyph_smoke_run`` (one whole FREE run, minutes of compilation).
+_GLYPH_SMOKE_MODULES = {"test_training", "test_faults", "test_evaluate_binary"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Scheduling for ``pytest -n 2 --dist loadgroup`` (pytest-xdist; the README's test command):
+    each module runs whole on one worker, so its module-scoped fixtures (zoos, trained teachers)
+    are built once, and the modules that read the shared smoke run go to the same worker, so that
+    run is trained once. Without xdist the markers do nothing."""
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        group = "glyph_smoke_run" if module in _GLYPH_SMOKE_MODULES else module
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def load_config_file(name: str, arg: str = ""):

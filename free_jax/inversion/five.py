@@ -22,13 +22,8 @@ Meta-update (``meta_update_generator``), a *persistent* Adam (lr 1e-3, betas (0.
   Reptile: g_φ = Σ_t (φ − φ_t)
   φ ← φ − Adam(g_φ).
 
-Inner loop form, measured on this shared 2-core CPU (jax 0.10.2; Conv4-64 teacher, 32×32×3,
-generator ngf 64, nz 256, B = 100, k = 5, one teacher, FOMAML, one jitted ``invert`` call):
-unrolled 6.1 s per call (compile 6.2 s); ``lax.scan`` compiled in 3.1 s but one call had not
-finished after 240 s (convolutions inside a scan get slow layouts on XLA:CPU; at tiny test
-shapes scan is fine). One inversion step alone (generator + teacher fwd/bwd) is 1.05 s without
-augmentation and 1.62 s with the per-sample crop. Default: unrolled
-(``InversionConfig.scan_steps=False``); measure again on GPU.
+Inner loop form: the k steps are unrolled (``InversionConfig.scan_steps=False``); a ``lax.scan``
+over them was far slower on XLA:CPU at full size (BENCHMARKS.md, "Design measurements").
 """
 from __future__ import annotations
 

@@ -16,18 +16,10 @@ Everything a teacher draws (classes, split, initialisation, batch order, augment
 from ``fold_in(key, run index)`` only, so a teacher's weights do not depend on which other
 teachers share its chunk or on the strategy: vectorised training equals training it alone (tests).
 
-Strategy figures, measured on the shared 2-core CPU (load 5-7 from other jobs, so ±50 %):
-Conv4-32 teachers, 5-way, glyphs 28×28×1, batch 128 (2 steps per epoch) + held-out evaluation,
-seconds per epoch of a chunk after compilation, and first epoch (compile + run):
-  strategy, chunk                 per epoch          per teacher-epoch   first epoch
-  loop, 4 (steps unrolled)         0.74 s             0.18 s               52 s
-  vmap, 4 (grouped convolutions)   2.9 s              0.73 s               17 s
-  lax_map, 4 (scan over teachers)  10-13 s            2.5-3.3 s            33 s
-  loop, 1 (sequential teachers)    0.55 s             0.55 s               36 s
-  loop, 1, steps in a lax.scan     2.3-3.0 s          2.3-3.0 s            20 s
-So on CPU "auto" is the loop over chunks of 4 teachers with an epoch's steps unrolled (≤ 8
-steps; a scan beyond): 3× the sequential throughput, with compile time growing with the chunk.
-On GPU "auto" is vmap over chunks of up to 128 teachers (not measured here: no GPU was lent).
+Default strategy: on CPU "auto" is the loop over chunks of 4 teachers with an epoch's steps
+unrolled (≤ 8 steps; a scan beyond), about 3× the sequential throughput; on GPU it is vmap over
+chunks of up to 128 teachers. The measurements behind the choice are in BENCHMARKS.md
+("Design measurements").
 """
 from __future__ import annotations
 
