@@ -12,6 +12,7 @@ the mean over domains; --baseline adds the random-init meta-learner on the same 
 from absl import app, flags
 from ml_collections import config_flags
 
+from free_jax.compilation_cache import enable_compilation_cache
 from free_jax.training.evaluate_saved import WHICH, evaluate_saved
 from free_jax.training.quiet import quiet_library_logs
 
@@ -30,6 +31,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     quiet_library_logs()
+    enable_compilation_cache()
     config = _CONFIG.value
     try:
         shots = tuple(int(s) for s in _SHOTS.value) or tuple(config.eval.test_shots)

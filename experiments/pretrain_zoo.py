@@ -16,6 +16,7 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from free_jax.compilation_cache import enable_compilation_cache
 from free_jax.zoo import build, pretrain
 
 _OUTPUT = flags.DEFINE_string("output_dir", None, "Zoo directory (created, resumed or loaded).", required=True)
@@ -26,6 +27,7 @@ _ZOO = config_flags.DEFINE_config_dict("zoo", build.default_config(),
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # keep Orbax's info lines out of the progress line
+    enable_compilation_cache()
     config = _ZOO.value
     # --zoo.archs=conv4,resnet10 arrives as one comma-joined name: split it.
     names = lambda values: tuple(name.strip() for value in values for name in value.split(",") if name.strip())

@@ -11,6 +11,7 @@ Override any config field on the command line, e.g. --config.iterations=200.
 from absl import app, flags
 from ml_collections import config_flags
 
+from free_jax.compilation_cache import enable_compilation_cache
 from free_jax.training.loop import run
 from free_jax.training.quiet import quiet_library_logs
 
@@ -24,6 +25,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     quiet_library_logs()
+    enable_compilation_cache()
     run(_CONFIG.value, _WORKDIR.value)
 
 

@@ -7,6 +7,7 @@ a neighbour on its own line nor from above, so every import arrow points down
     normalization, vectorize, sharding, checkpointing   helpers over jax, numpy and Orbax
     progress                                             the progress line of long work (count, rate, ETA)
     models, data                                         networks and the meta-learner; datasets, episodes, Task
+    compilation_cache                                    JAX's persistent compilation cache (the binaries turn it on)
     losses, augment                                      what inversion and meta-learning share
     memory, zoo                                          the bank of recovered tasks; the teacher zoo
     inversion                                            FIVE and the baselines' inversions
