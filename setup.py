@@ -61,7 +61,8 @@ setup(
     ],
     extras_require={
         # The linter runs with the tests (.ci/run); its version is pinned so its verdict is stable.
-        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "ruff>=0.17,<0.18"],
+        # pytest < 9: pytest-xdist 3.8's --dist loadgroup (tests/conftest.py) has no effect on pytest 9.
+        "test": ["pytest>=8.0,<9", "pytest-xdist>=3.5", "ruff>=0.17,<0.18"],
         # Reading prepared TFDS tfrecord datasets (cifar100, caltech_birds2011) needs TensorFlow.
         "tfds": ["tensorflow-cpu>=2.16"],
     },

@@ -41,6 +41,7 @@ def _shared_glyph_cache(tmp_path_factory):
 _GLYPH_SMOKE_MODULES = {"test_training", "test_faults", "test_evaluate_binary"}
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Scheduling for ``pytest -n 2 --dist loadgroup`` (pytest-xdist; the README's test command):
     each module runs whole on one worker, so its module-scoped fixtures (zoos, trained teachers)
