@@ -10,12 +10,18 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session", autouse=True)
 def _session_compilation_cache(tmp_path_factory):
-    """One persistent XLA compilation cache for the session, also used by the real runs that tests
-    start as subprocesses: modules (which drop their in-memory jit caches, see below) and runs
-    that compile the same programs load them from disk instead of compiling them again. Cached
-    executables are the compiled programs themselves, so results are unchanged."""
+    """One persistent XLA compilation cache for the session (both workers of a parallel run), also
+    used by the real runs that tests start as subprocesses: modules (which drop their in-memory
+    jit caches, see below) and runs that compile the same programs load them from disk instead of
+    compiling them again. Cached executables are the compiled programs themselves, so results are
+    unchanged."""
     import jax
-    directory = str(tmp_path_factory.mktemp("jax_compilation_cache"))
+    base = tmp_path_factory.getbasetemp()
+    # Shared by the workers of ``pytest -n 2``: programs one compiles, the other loads (an entry
+    # read while still being written fails to load, with a warning, and is compiled again).
+    directory = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "jax_compilation_cache"
+    directory.mkdir(exist_ok=True)
+    directory = str(directory)
     os.environ["JAX_COMPILATION_CACHE_DIR"] = directory
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
     jax.config.update("jax_compilation_cache_dir", directory)
