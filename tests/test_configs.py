@@ -132,12 +132,16 @@ def test_multidomain_glyphs_smoke_runs_end_to_end(tmp_path):
 
 @pytest.mark.slow
 def test_multiarch_glyphs_smoke_runs_end_to_end(tmp_path):
+    """Two of the three architectures (Conv4 and ResNet-10): ResNet-18 is the same code with more
+    blocks (tests/test_models.py checks its shapes), and its compiles would double this test's
+    minutes; the scenario's mixing of architectures is what runs here."""
     config = get_config("multiarch", "glyphs,smoke")
+    config.zoo.archs, config.zoo.num_teachers = ("conv4", "resnet10"), 2
     results = loop.run(config, tmp_path, log=lambda *_: None)
     _check_run(tmp_path, config, results, ["glyphs"])
     zoo = Zoo.load(tmp_path / "zoo")
-    assert sorted(s.arch for s in zoo.specs) == ["conv4", "resnet10", "resnet18"]
-    assert len(zoo.group_names) == 3                    # one vectorised group per architecture
+    assert sorted(s.arch for s in zoo.specs) == ["conv4", "resnet10"]
+    assert len(zoo.group_names) == 2                    # one vectorised group per architecture
 
 
 def test_bank_capacity_below_shot_plus_query_is_rejected_up_front():
