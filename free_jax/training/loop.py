@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import time
 from pathlib import Path
 
 import jax
@@ -70,17 +71,19 @@ def _finite_save(save, step: int, metrics: dict, tree, metadata: dict, checkpoin
             "lower the learning rates or beta_align, or check the zoo.") from error
 
 
-def run(config, workdir: str | Path, *, log=print) -> dict:
+def run(config, workdir: str | Path, *, log=print, on_evaluation=None) -> dict:
     """Trains FREE as configured in ``workdir`` (resuming if it holds a checkpoint); returns results.
 
     The configuration is validated before any work, and ``workdir`` is locked for the whole run
     (a second process on it gets ``WorkdirBusyError``). A rerun of a finished run (same config,
-    latest checkpoint at ``config.iterations``) prints and returns its results without evaluating."""
+    latest checkpoint at ``config.iterations``) prints and returns its results without evaluating.
+    ``on_evaluation(step, meta_learner)``, if given, is called after each meta-validation (e.g. to
+    meta-test every evaluated meta-learner: experiments/compare.py's compatibility figure)."""
     validate_config(config)
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     with workdir_lock(workdir):
-        return _run_locked(config, workdir, log=log)
+        return _run_locked(config, workdir, log=log, on_evaluation=on_evaluation)
 
 
 def first_of_its_kind(step: int, start: int, warmup: int) -> bool:
@@ -112,7 +115,7 @@ def finished_results(config, workdir: Path) -> dict | None:
     return results if finished else None
 
 
-def _run_locked(config, workdir: Path, *, log) -> dict:
+def _run_locked(config, workdir: Path, *, log, on_evaluation=None) -> dict:
     step_cfg = step_config(config)
     finished = finished_results(config, workdir)
     if finished is not None:
@@ -152,6 +155,7 @@ def _run_locked(config, workdir: Path, *, log) -> dict:
     progress = ProgressLine(config.iterations, start, name="free", unit="iterations", rate_unit="it")
     sample_key = jax.random.fold_in(jax.random.key(config.seed), 7)
     timed = PhaseTimer()
+    started = time.perf_counter()       # wall_s in metrics.jsonl: seconds since this process's loop began
 
     for step in range(start, config.iterations):
         warmup = step < config.warmup
@@ -169,7 +173,12 @@ def _run_locked(config, workdir: Path, *, log) -> dict:
         if not warmup and (done % config.eval.every == 0 or done == config.iterations):
             val = evaldata.headline(timed("evaluation", lambda: evaldata.evaluate_domains(
                 state.meta_learner, val_domains, config.shot, config)))
-            writer.write(step, {"val_accuracy": val.mean, "val_ci95": val.ci95})
+            writer.write(step, {"val_accuracy": val.mean, "val_ci95": val.ci95,
+                                "wall_s": time.perf_counter() - started})
+            if on_evaluation is not None:   # its time is not the run's: wall_s leaves it out
+                hook_began = time.perf_counter()
+                on_evaluation(done, state.meta_learner)
+                started += time.perf_counter() - hook_began
             progress.newline()
             log(f"[free] iteration {done}: meta-val {config.way}-way {config.shot}-shot {val}")
             if val.mean > best_val:
