@@ -3,12 +3,13 @@ import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from free_jax.comparison import protocols, report, run_comparison
+from free_jax.comparison import protocols, report, rows, run_comparison
 from free_jax.training import loop
 
 from conftest import load_config_file
@@ -134,3 +135,30 @@ def test_unknown_method_fails_before_any_work(tmp_path):
         run_comparison(load_config_file("glyphs", "smoke"), tmp_path / "out", methods=("free", "no_such_method"),
                        seeds=(0,), shots=(1,), log=lambda *_: None)
     assert not (tmp_path / "out" / "zoo").exists()
+
+
+def test_methods_come_from_the_training_loops_registry_where_installed(monkeypatch):
+    config = load_config_file("glyphs", "smoke")
+    config.method = "fresh_generator"
+    monkeypatch.setattr(rows, "_registry", lambda: None)           # a loop that trains only FREE
+    with pytest.raises(ValueError, match="trains only 'free'"):
+        rows.check_method(config)
+    config.method = "random"
+    rows.check_method(config)
+    assert not rows.trains(config)
+
+    known = {"free": True, "fresh_generator": True, "average": False}
+
+    def method_of(config):
+        if config.method not in known:
+            raise ValueError(f"--config.method={config.method!r} is invalid")
+        return types.SimpleNamespace(trains=known[config.method])
+
+    monkeypatch.setattr(rows, "_registry", lambda: types.SimpleNamespace(method_of=method_of))
+    for method, trained in (("fresh_generator", True), ("average", False), ("random", False)):
+        config.method = method
+        rows.check_method(config)
+        assert rows.trains(config) is trained
+    config.method = "nonsense"
+    with pytest.raises(ValueError, match="nonsense"):
+        rows.check_method(config)

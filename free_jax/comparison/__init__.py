@@ -59,7 +59,7 @@ def run_comparison(base, output: str | Path, *, methods=("free", "random"), seed
             raise RuntimeError(f"row {record['row']} was scored on other episodes than this comparison's")
 
     summary = report.summarize(records, cross_domains)
-    (output / "comparison.md").write_text(report.markdown(summary, base, grid, digests, cross_domains))
+    (output / "comparison.md").write_text(report.markdown(summary, base, grid, digests, cross_domains, records))
     (output / "comparison.csv").write_text(report.csv_text(summary, cross_domains))
     plots.val_curves(records, output / "val_curves.png")
     recovery = None

@@ -96,7 +96,21 @@ def ranking_notes(summary, cross_domains=()) -> list[str]:
     return notes
 
 
-def markdown(summary, config, grid, digests, cross_domains=()) -> str:
+def row_lines(records) -> list[str]:
+    """Every row under both protocols (per-seed numbers behind the summary)."""
+    lines = ["", "### Rows", "", "| method | seed | shot | meta-val-selected iteration | paper protocol | "
+             "tuned protocol | tuned (lr, steps) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in records:
+        step = r.get("best_step")
+        lines.append(f"| {r['row']['method']} | {r['row']['seed']} | {r['row']['shot']} | "
+                     f"{'—' if not r['trained'] or step is None or step < 0 else step} | "
+                     f"{r['paper']['test']['mean']:.2f} ± {r['paper']['test']['ci95']:.2f} | "
+                     f"{r['tuned']['test']['mean']:.2f} ± {r['tuned']['test']['ci95']:.2f} | "
+                     f"{r['tuned']['setting']['lr']:g}, {r['tuned']['setting']['steps']} |")
+    return lines
+
+
+def markdown(summary, config, grid, digests, cross_domains=(), records=()) -> str:
     paper = f"{config.eval.steps} SGD steps at lr {config.eval.lr}"
     grid_text = ", ".join(f"(lr {s.lr:g}, {s.steps})" for s in grid)
     lines = [f"## Comparison of methods — {'+'.join(config.datasets)}, {config.way}-way",
@@ -151,6 +165,8 @@ def markdown(summary, config, grid, digests, cross_domains=()) -> str:
             c = e["compat"]
             lines.append(f"| {e['method']} | {e['shot']}-shot | {c['best_test_over_evaluations']:.2f} | "
                          f"{c['val_selected_test']:.2f} | {', '.join(map(str, c['evaluations']))} |")
+    if records:
+        lines += row_lines(records)
     return "\n".join(lines) + "\n"
 
 

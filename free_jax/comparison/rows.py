@@ -7,9 +7,10 @@ every evaluation during training) and, once everything is done, ``row.json``. A 
 finished: it is read back, not trained or evaluated again.
 
 Methods: ``random`` is evaluated here (the random-init meta-learner of
-``run_setup.random_init_meta_learner``; nothing is trained). Every other method is trained by
-``loop.run`` with ``config.method`` set; a method the installed training loop does not know is
-refused before any work.
+``run_setup.random_init_meta_learner``; nothing is trained). Every other method is the training
+loop's: trained by ``loop.run`` with ``config.method`` set, or, if its registry
+(``free_jax.training.methods``) marks it untrained (e.g. ``average``), built by that registry. A
+method the installed training loop does not know is refused before any work.
 """
 from __future__ import annotations
 
@@ -51,19 +52,44 @@ def row_config(base, row: Row, zoo_path: Path):
     return config
 
 
+def _registry():
+    """The training loop's method registry (``free_jax.training.methods``), or None where this
+    free_jax has none (its loop then trains only ``free``)."""
+    try:
+        from free_jax.training import methods
+    except ImportError:
+        return None
+    return methods
+
+
 def check_method(config) -> None:
     """Refuses a method nobody can run here: ``random`` (the comparison's own) or one the training
     loop knows (``free_jax.training.methods`` where it exists; otherwise only ``free``)."""
     if config.method in UNTRAINED:
         return
-    try:
-        from free_jax.training import methods  # the training loop's method registry, where installed
-    except ImportError:
+    registry = _registry()
+    if registry is None:
         if config.method != "free":
             raise ValueError(f"method {config.method!r}: this free_jax's training loop (free_jax.training.loop) "
-                             f"trains only 'free'; the comparison itself evaluates {UNTRAINED}") from None
+                             f"trains only 'free'; the comparison itself evaluates {UNTRAINED}")
         return
-    methods.method_of(config)       # ValueError naming the valid methods
+    registry.method_of(config)       # ValueError naming the valid methods
+
+
+def trains(config) -> bool:
+    """Whether the row's meta-learner is trained (random init and a registry's untrained methods are not)."""
+    if config.method in UNTRAINED:
+        return False
+    registry = _registry()
+    return True if registry is None else registry.method_of(config).trains
+
+
+def untrained_meta_learner(config, zoo: Zoo):
+    """The meta-learner of an untrained method: random init (``run_setup.random_init_meta_learner``),
+    or what the registry builds from it (e.g. the teacher average with a random head)."""
+    image_shape, mean, std = meta_learner_input(config, zoo.specs)
+    initial = random_init_meta_learner(config, image_shape, mean, std)
+    return initial if config.method in UNTRAINED else _registry().untrained_meta_learner(config, zoo, initial)
 
 
 @dataclasses.dataclass
@@ -167,10 +193,9 @@ def run_row(base, row: Row, output: Path, zoo: Zoo, eval_sets: EvalSets, grid, *
         return done
     row_dir.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
-    record = {"row": dataclasses.asdict(row), "fingerprint": expected, "trained": row.method not in UNTRAINED}
-    if row.method in UNTRAINED:
-        image_shape, mean, std = meta_learner_input(config, zoo.specs)
-        learner = random_init_meta_learner(config, image_shape, mean, std)
+    record = {"row": dataclasses.asdict(row), "fingerprint": expected, "trained": trains(config)}
+    if not record["trained"]:
+        learner = untrained_meta_learner(config, zoo)
         record.update(best_step=None, curve=[], compat=None,
                       timing={"recovery_per_iteration_s": None, "recovery_per_teacher_s": None, "total_s": 0.0})
     else:
