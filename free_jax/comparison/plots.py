@@ -75,7 +75,6 @@ def recovery_speed(speed: dict, path: Path) -> None:
         axis.set_xlabel(xlabel)
         axis.set_ylabel("teacher accuracy on recovered images")
         axis.grid(alpha=0.3)
-        axis.set_xscale("symlog", linthresh=max(scale, 1e-6) * 5)
     axes[0].legend(fontsize=8)
     figure.suptitle(f"Recovery speed: mean over {len(speed['teachers'])} zoo teachers × {speed['draws']} draws "
                     f"({speed['row']})")
