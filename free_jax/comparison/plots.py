@@ -51,7 +51,7 @@ def val_curves(records: list[dict], path: Path) -> None:
             (line,) = axis.plot(x, acc, marker="o", markersize=3, label=label)
             axis.fill_between(x, acc - ci, acc + ci, alpha=0.2, color=line.get_color())
     axes[0].set_xlabel("iteration")
-    axes[1].set_xlabel("wall-clock seconds since the training loop began")
+    axes[1].set_xlabel("wall-clock seconds since the row's training began (compilation included)")
     for axis in axes:
         axis.set_ylabel("meta-validation accuracy (%)")
         axis.grid(alpha=0.3)

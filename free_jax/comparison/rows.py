@@ -1,10 +1,11 @@
 """One row of a comparison: a method trained with one seed at one shot, then scored under both protocols.
 
 A row lives in ``<output>/rows/<method>_seed<seed>_<shot>shot/``: the run's workdir (checkpoints,
-metrics.jsonl, results.json of ``free_jax.training.loop.run``), ``compat.jsonl`` (meta-test at
-every evaluation during training) and, once everything is done, ``row.json``. A row whose
-``row.json`` records the same fingerprint (run config, protocol settings, episode digests) is
-finished: it is read back, not trained or evaluated again.
+metrics.jsonl, results.json of ``free_jax.training.loop.run``), ``evaluations.jsonl`` (wall time
+and, for the compatibility figure, meta-test accuracy at every evaluation during training) and,
+once everything is done, ``row.json``. A row whose ``row.json`` records the same fingerprint (run
+config, protocol settings, episode digests) is finished: it is read back, not trained or evaluated
+again.
 
 Methods: ``random`` is evaluated here (the random-init meta-learner of
 ``run_setup.random_init_meta_learner``; nothing is trained). Every other method is the training
@@ -129,17 +130,20 @@ def finished_row(row_dir: Path, expected: dict) -> dict | None:
     return record if record.get("fingerprint") == expected else None
 
 
-def _metrics_curve(workdir: Path) -> list[dict]:
-    """Meta-validation points of metrics.jsonl: step (iterations done), accuracy, CI, wall seconds."""
+def _metrics_curve(workdir: Path, evaluations: list[dict]) -> list[dict]:
+    """Meta-validation points of metrics.jsonl (step = iterations done, accuracy, CI) with the wall
+    seconds the evaluation hook recorded at each (None where it recorded none)."""
     path = workdir / "metrics.jsonl"
     if not path.is_file():
         return []
+    wall = {e["step"]: e["wall_s"] for e in evaluations}
     points = {}
     for line in path.read_text().splitlines():
         entry = json.loads(line) if line.strip() else {}
         if "val_accuracy" in entry:
-            points[entry["step"] + 1] = {"step": entry["step"] + 1, "val_accuracy": entry["val_accuracy"],
-                                         "val_ci95": entry["val_ci95"], "wall_s": entry.get("wall_s")}
+            step = entry["step"] + 1
+            points[step] = {"step": step, "val_accuracy": entry["val_accuracy"], "val_ci95": entry["val_ci95"],
+                            "wall_s": wall.get(step)}
     return [points[k] for k in sorted(points)]
 
 
@@ -158,25 +162,37 @@ def _result(result) -> dict:
     return {"mean": result.mean, "ci95": result.ci95, "accuracies": np.round(result.accuracies, 4).tolist()}
 
 
-def _compat_hook(row_dir: Path, eval_sets: EvalSets, config):
-    """``on_evaluation`` for ``loop.run``: meta-tests each evaluated meta-learner (paper protocol)."""
-    path = row_dir / "compat.jsonl"
+def _evaluation_hook(row_dir: Path, eval_sets: EvalSets, config, compat: bool):
+    """``on_evaluation`` for ``loop.run``: appends to evaluations.jsonl, at each meta-validation, the
+    wall seconds since the row's training began (the hook's own time left out; a resumed run goes on
+    from the last recorded time) and, with ``compat``, the meta-test accuracy of the evaluated
+    meta-learner (paper protocol: the compatibility figure)."""
+    path = row_dir / "evaluations.jsonl"
+    offset = max((e["wall_s"] for e in _evaluation_points(row_dir, None)), default=0.0)
+    clock = {"start": time.perf_counter() - offset}
 
     def hook(step: int, meta_learner) -> None:
-        test = protocols.score(meta_learner, eval_sets.test, eval_sets.shot, config, protocols.paper_setting(config))
+        began = time.perf_counter()
+        entry = {"step": step, "wall_s": began - clock["start"]}
+        if compat:
+            test = protocols.score(meta_learner, eval_sets.test, eval_sets.shot, config,
+                                   protocols.paper_setting(config))
+            entry.update(test_mean=test.mean, test_ci95=test.ci95)
         with path.open("a") as stream:
-            stream.write(json.dumps({"step": step, "test_mean": test.mean, "test_ci95": test.ci95}) + "\n")
+            stream.write(json.dumps(entry) + "\n")
+        clock["start"] += time.perf_counter() - began
     return hook
 
 
-def _compat_points(row_dir: Path, upto: int) -> list[dict]:
-    path, points = row_dir / "compat.jsonl", {}
+def _evaluation_points(row_dir: Path, upto: int | None) -> list[dict]:
+    """evaluations.jsonl by step (a resumed run evaluates a step again: the last entry wins)."""
+    path, points = row_dir / "evaluations.jsonl", {}
     if path.is_file():
         for line in path.read_text().splitlines():
             if line.strip():
                 entry = json.loads(line)
-                if entry["step"] <= upto:
-                    points[entry["step"]] = entry          # a resumed run re-evaluates: the last one wins
+                if upto is None or entry["step"] <= upto:
+                    points[entry["step"]] = entry
     return [points[k] for k in sorted(points)]
 
 
@@ -200,15 +216,16 @@ def run_row(base, row: Row, output: Path, zoo: Zoo, eval_sets: EvalSets, grid, *
                       timing={"recovery_per_iteration_s": None, "recovery_per_teacher_s": None, "total_s": 0.0})
     else:
         log(f"[compare] {row.name}: training ({config.method}, seed {row.seed}, {row.shot}-shot) in {row_dir}")
-        hook = _compat_hook(row_dir, eval_sets, config) if compat else None
+        hook = _evaluation_hook(row_dir, eval_sets, config, compat)
         results = loop.run(config, row_dir, log=lambda *_: None, on_evaluation=hook)
         try:
             learner, step = load_saved_meta_learner(config, row_dir, "best")
         except checkpointing.CheckpointError:     # no meta-validation ran: the final meta-learner
             learner, step = load_saved_meta_learner(config, row_dir, "latest")
-        record.update(best_step=results.get("best_step"), curve=_metrics_curve(row_dir),
+        evaluations = _evaluation_points(row_dir, config.iterations)
+        record.update(best_step=results.get("best_step"), curve=_metrics_curve(row_dir, evaluations),
                       timing=_timing(results, config),
-                      compat=_compat_points(row_dir, config.iterations) if compat else None)
+                      compat=[e for e in evaluations if "test_mean" in e] if compat else None)
     paper = protocols.paper_setting(config)
     chosen, val_grid = protocols.tune(learner, eval_sets.val, row.shot, config, grid)
     record["paper"] = {"setting": paper.as_dict(),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import time
 from pathlib import Path
 
 import jax
@@ -155,7 +154,6 @@ def _run_locked(config, workdir: Path, *, log, on_evaluation=None) -> dict:
     progress = ProgressLine(config.iterations, start, name="free", unit="iterations", rate_unit="it")
     sample_key = jax.random.fold_in(jax.random.key(config.seed), 7)
     timed = PhaseTimer()
-    started = time.perf_counter()       # wall_s in metrics.jsonl: seconds since this process's loop began
 
     for step in range(start, config.iterations):
         warmup = step < config.warmup
@@ -173,12 +171,9 @@ def _run_locked(config, workdir: Path, *, log, on_evaluation=None) -> dict:
         if not warmup and (done % config.eval.every == 0 or done == config.iterations):
             val = evaldata.headline(timed("evaluation", lambda: evaldata.evaluate_domains(
                 state.meta_learner, val_domains, config.shot, config)))
-            writer.write(step, {"val_accuracy": val.mean, "val_ci95": val.ci95,
-                                "wall_s": time.perf_counter() - started})
-            if on_evaluation is not None:   # its time is not the run's: wall_s leaves it out
-                hook_began = time.perf_counter()
+            writer.write(step, {"val_accuracy": val.mean, "val_ci95": val.ci95})
+            if on_evaluation is not None:
                 on_evaluation(done, state.meta_learner)
-                started += time.perf_counter() - hook_began
             progress.newline()
             log(f"[free] iteration {done}: meta-val {config.way}-way {config.shot}-shot {val}")
             if val.mean > best_val:
