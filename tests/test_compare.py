@@ -162,3 +162,16 @@ def test_methods_come_from_the_training_loops_registry_where_installed(monkeypat
     config.method = "nonsense"
     with pytest.raises(ValueError, match="nonsense"):
         rows.check_method(config)
+
+
+def test_evaluation_hook_continues_the_wall_clock_of_a_resumed_row_and_rows_need_the_same_fingerprint(tmp_path):
+    (tmp_path / "evaluations.jsonl").write_text(json.dumps({"step": 2, "wall_s": 100.0}) + "\n")
+    hook = rows._evaluation_hook(tmp_path, None, None, compat=False)    # no meta-test: nothing else is needed
+    hook(3, None)
+    points = rows._evaluation_points(tmp_path, None)
+    assert [p["step"] for p in points] == [2, 3] and 100.0 <= points[1]["wall_s"] < 110.0
+    assert "test_mean" not in points[1]
+
+    (tmp_path / "row.json").write_text(json.dumps({"fingerprint": {"grid": [1]}, "paper": {}}))
+    assert rows.finished_row(tmp_path, {"grid": [1]}) is not None
+    assert rows.finished_row(tmp_path, {"grid": [2]}) is None            # another grid: scored again
