@@ -11,6 +11,7 @@ step ratio; the wall time of each run is reported as well). Throughput: one jitt
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import jax
@@ -60,6 +61,55 @@ def _curve(step_fn, acc_fn, state, steps: int, key):
     return np.asarray(accuracies), seconds
 
 
+@dataclasses.dataclass(frozen=True)
+class RecoveryCurves:
+    """One teacher's accuracy on the clean recovered images after 0, 1, … inversion steps.
+
+    meta: (k + 1,) from the meta-generator; fresh: (fresh_steps + 1,) from a fresh generator; both
+    averaged over the draws. meta_wall / fresh_wall: median wall seconds of one run's steps;
+    step_seconds: median time of one step of the shared program; compile_seconds: its compile."""
+
+    meta: np.ndarray
+    fresh: np.ndarray
+    meta_wall: float
+    fresh_wall: float
+    step_seconds: float
+    compile_seconds: float
+
+
+def recovery_curves(gen_params, fresh_params, group, teacher_index: int, config: InversionConfig, *,
+                    draws: int, fresh_steps: int) -> RecoveryCurves:
+    """FIVE vs a fresh generator on teacher ``teacher_index`` of ``group`` (a ``TeacherGroup``).
+
+    Both start from the same latent codes of each draw and are adapted by the same jitted
+    single-step program (``generator_inversion_step``): ``config.k`` steps from ``gen_params``
+    (the meta-generator) and ``fresh_steps`` from ``fresh_params`` (a newly initialised one)."""
+    variables, _, mean, std = group.unstacked(teacher_index)
+    image_shape, targets = tuple(group.image_shape), relative_targets(config)
+    step = jax.jit(lambda state, key: generator_inversion_step(
+        state, key, variables, mean, std, module=group.module, image_shape=image_shape, config=config)[0])
+    acc = jax.jit(lambda state: teacher_accuracy(
+        generate(state.gen_params, state.z, config), variables, mean, std, targets,
+        module=group.module, image_shape=image_shape)[0])
+    meta_curves, fresh_curves, meta_walls, fresh_walls = [], [], [], []
+    compile_seconds = None
+    for draw in range(draws):      # latent codes and augmentation: one draw each
+        key = jax.random.key(1000 + 100 * teacher_index + draw)
+        z = jax.random.normal(key, (config.batch_size, config.nz))
+        meta_state = init_generator_inversion(gen_params, z, config)
+        fresh_state = init_generator_inversion(fresh_params, z, config)
+        if draw == 0:
+            compile_seconds, _ = harness.time_compile(step, meta_state, key)
+        for state, steps, curves, walls in ((meta_state, config.k, meta_curves, meta_walls),
+                                            (fresh_state, fresh_steps, fresh_curves, fresh_walls)):
+            curve, wall = _curve(step, acc, state, steps, key)
+            curves.append(curve)
+            walls.append(wall)
+    step_seconds = harness.median_seconds(lambda: step(meta_state, key), repeats=5)
+    return RecoveryCurves(np.mean(meta_curves, axis=0), np.mean(fresh_curves, axis=0), float(np.median(meta_walls)),
+                          float(np.median(fresh_walls)), float(step_seconds), float(compile_seconds))
+
+
 def _first_reaching(curve: np.ndarray, target: float):
     hits = np.flatnonzero(curve >= target - 1e-6)
     return int(hits[0]) if hits.size else None
@@ -101,30 +151,11 @@ def run(small: bool = False) -> str:
     rows, ratios = [], []
     step_compile = None
     for teacher_index in range(n_train, s["teachers"]):
-        variables, _, mean, std = group.unstacked(teacher_index)
-        step = jax.jit(lambda state, key: generator_inversion_step(
-            state, key, variables, mean, std, module=group.module, image_shape=image_shape,
-            config=config)[0])
-        acc = jax.jit(lambda state: teacher_accuracy(
-            generate(state.gen_params, state.z, config), variables, mean, std, targets,
-            module=group.module, image_shape=image_shape)[0])
-        meta_curves, fresh_curves, meta_walls, fresh_walls = [], [], [], []
-        for draw in range(s["draws"]):      # latent codes and augmentation: one draw each
-            key = jax.random.key(1000 + 100 * teacher_index + draw)
-            z = jax.random.normal(key, (config.batch_size, config.nz))
-            meta_state = init_generator_inversion(gen_params, z, config)
-            fresh_state = init_generator_inversion(fresh_params, z, config)
-            if draw == 0:       # this teacher's program; the first teacher's compile is reported
-                compile_s, _ = harness.time_compile(step, meta_state, key)
-                step_compile = compile_s if step_compile is None else step_compile
-            for state, steps, curves, walls in ((meta_state, config.k, meta_curves, meta_walls),
-                                                (fresh_state, s["fresh_steps"], fresh_curves, fresh_walls)):
-                curve, wall = _curve(step, acc, state, steps, key)
-                curves.append(curve)
-                walls.append(wall)
-        meta_curve, fresh_curve = np.mean(meta_curves, axis=0), np.mean(fresh_curves, axis=0)
-        meta_wall, fresh_wall = np.median(meta_walls), np.median(fresh_walls)
-        step_time = harness.median_seconds(lambda: step(meta_state, key), repeats=5)
+        curves = recovery_curves(gen_params, fresh_params, group, teacher_index, config,
+                                 draws=s["draws"], fresh_steps=s["fresh_steps"])
+        step_compile = curves.compile_seconds if step_compile is None else step_compile  # the first teacher's
+        meta_curve, fresh_curve = curves.meta, curves.fresh
+        meta_wall, fresh_wall, step_time = curves.meta_wall, curves.fresh_wall, curves.step_seconds
         target = min(0.9, np.floor(meta_curve[-1] * 100) / 100)
         meta_steps, fresh_steps = _first_reaching(meta_curve, target), _first_reaching(fresh_curve, target)
         ratio = (fresh_steps / meta_steps) if (fresh_steps and meta_steps) else None

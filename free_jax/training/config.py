@@ -37,6 +37,7 @@ def base_config() -> ml_collections.ConfigDict:
     """
     c = ml_collections.ConfigDict()
     c.seed = 0
+    c.method = "free"                   # free | fresh_generator | pixel | random | average | oracle_maml
     c.datasets = ("glyphs",)            # several = multi-domain (MD)
     c.data_dir = ""
     c.data_options = data_options_config()  # loader options (glyphs: image_size, channels); unset = defaults

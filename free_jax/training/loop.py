@@ -70,17 +70,19 @@ def _finite_save(save, step: int, metrics: dict, tree, metadata: dict, checkpoin
             "lower the learning rates or beta_align, or check the zoo.") from error
 
 
-def run(config, workdir: str | Path, *, log=print) -> dict:
+def run(config, workdir: str | Path, *, log=print, on_evaluation=None) -> dict:
     """Trains FREE as configured in ``workdir`` (resuming if it holds a checkpoint); returns results.
 
     The configuration is validated before any work, and ``workdir`` is locked for the whole run
     (a second process on it gets ``WorkdirBusyError``). A rerun of a finished run (same config,
-    latest checkpoint at ``config.iterations``) prints and returns its results without evaluating."""
+    latest checkpoint at ``config.iterations``) prints and returns its results without evaluating.
+    ``on_evaluation(step, meta_learner)``, if given, is called after each meta-validation (e.g. to
+    meta-test every evaluated meta-learner: experiments/compare.py's compatibility figure)."""
     validate_config(config)
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     with workdir_lock(workdir):
-        return _run_locked(config, workdir, log=log)
+        return _run_locked(config, workdir, log=log, on_evaluation=on_evaluation)
 
 
 def first_of_its_kind(step: int, start: int, warmup: int) -> bool:
@@ -112,7 +114,7 @@ def finished_results(config, workdir: Path) -> dict | None:
     return results if finished else None
 
 
-def _run_locked(config, workdir: Path, *, log) -> dict:
+def _run_locked(config, workdir: Path, *, log, on_evaluation=None) -> dict:
     step_cfg = step_config(config)
     finished = finished_results(config, workdir)
     if finished is not None:
@@ -170,6 +172,8 @@ def _run_locked(config, workdir: Path, *, log) -> dict:
             val = evaldata.headline(timed("evaluation", lambda: evaldata.evaluate_domains(
                 state.meta_learner, val_domains, config.shot, config)))
             writer.write(step, {"val_accuracy": val.mean, "val_ci95": val.ci95})
+            if on_evaluation is not None:
+                on_evaluation(done, state.meta_learner)
             progress.newline()
             log(f"[free] iteration {done}: meta-val {config.way}-way {config.shot}-shot {val}")
             if val.mean > best_val:
