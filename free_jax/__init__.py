@@ -15,6 +15,7 @@ a neighbour on its own line nor from above, so every import arrow points down
     evaluation                                           episodic meta-testing
     training                                             a FREE run: state, steps, loop, results
     benchmarks                                           timing and quality harnesses
+    comparison                                           methods × seeds on one zoo: tables and figures (compare.py)
 
 This root module holds only the version and imports nothing, so any layer may read
 ``free_jax.__version__``.
