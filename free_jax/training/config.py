@@ -6,6 +6,7 @@ import ml_collections
 from free_jax.inversion import InversionConfig
 from free_jax.meta.alignment import ALIGN_OPTIMIZERS
 from free_jax.meta.replay import ReplayConfig
+from free_jax.training.methods import step_settings
 from free_jax.training.step import StepConfig
 from free_jax.zoo import default_config as zoo_default_config
 
@@ -14,6 +15,8 @@ def base_config() -> ml_collections.ConfigDict:
     """Every knob of a FREE run with the defaults of docs/algorithm.md §2-3 (CIFAR-FS-sized settings)."""
     c = ml_collections.ConfigDict()
     c.seed = 0
+    c.method = "free"                   # free | fresh_generator | pixel | random | average | oracle_maml
+    c.meta_objective = "bell"           # bell (alignment + replay) | replay | align (training/methods.py)
     c.datasets = ("glyphs",)            # several = multi-domain (MD)
     c.data_dir = ""
     c.data_options = ml_collections.ConfigDict({"image_size": 32, "channels": 3})  # glyph sets only
@@ -33,9 +36,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.beta_align = 67.0
     c.tau = 1.0
 
+    # lambda_adv = 0: FREE without L_adv; lambda_bn > 0: with DeepInversion's BN-statistics loss (FIVE and
+    # the fresh generator). fresh_*: method fresh_generator (S steps per teacher); pixel_*: method pixel.
     c.inversion = ml_collections.ConfigDict(dict(
         images_per_class=20, nz=256, ngf=64, k=5, gen_lr=1e-3, z_lr=1e-3, lambda_adv=1.0, lambda_bn=0.0,
-        adv_through_meta_learner=True, meta_update="fomaml", meta_lr=1e-3, crop_padding=4, flip=True))
+        adv_through_meta_learner=True, meta_update="fomaml", meta_lr=1e-3, crop_padding=4, flip=True,
+        fresh_steps=200, fresh_lr=1e-3, pixel_steps=200, pixel_lr=0.05, pixel_lambda_tv=1.0, pixel_lambda_l2=1e-3,
+        pixel_lambda_bn=0.01))
     c.replay = ml_collections.ConfigDict(dict(
         tasks_per_batch=10, batches=10, patience=0, inner_steps=5, inner_lr=0.01, first_order=False))
     c.bank_capacity, c.bank_dtype = 400, "uint8"
@@ -69,14 +76,17 @@ def step_config(config: ml_collections.ConfigDict) -> StepConfig:
         way=config.way, images_per_class=inv.images_per_class, nz=inv.nz, ngf=inv.ngf, k=inv.k,
         gen_lr=inv.gen_lr, z_lr=inv.z_lr, lambda_adv=inv.lambda_adv, lambda_bn=inv.lambda_bn,
         adv_through_meta_learner=inv.adv_through_meta_learner, meta_update=inv.meta_update,
-        meta_lr=inv.meta_lr, strategy=config.strategy, crop_padding=inv.crop_padding, flip=inv.flip)
+        meta_lr=inv.meta_lr, strategy=config.strategy, crop_padding=inv.crop_padding, flip=inv.flip,
+        fresh_steps=inv.fresh_steps, fresh_lr=inv.fresh_lr, pixel_steps=inv.pixel_steps, pixel_lr=inv.pixel_lr,
+        pixel_lambda_tv=inv.pixel_lambda_tv, pixel_lambda_l2=inv.pixel_lambda_l2, pixel_lambda_bn=inv.pixel_lambda_bn)
     rep = config.replay
     replay = ReplayConfig(way=config.way, shot=config.shot, query=config.query,
                           tasks_per_batch=rep.tasks_per_batch, batches=rep.batches, patience=rep.patience,
                           inner_steps=rep.inner_steps, inner_lr=rep.inner_lr, first_order=rep.first_order,
                           strategy=config.strategy)
     return StepConfig(inversion=inversion, replay=replay, outer_lr=config.outer_lr, align_lr=config.align_lr,
-                      align_optimizer=config.align_optimizer, beta_align=config.beta_align, tau=config.tau)
+                      align_optimizer=config.align_optimizer, beta_align=config.beta_align, tau=config.tau,
+                      **step_settings(config))
 
 
 # ------------------------------------------------------------ shared pieces of experiment configs
@@ -126,11 +136,11 @@ def use_glyph_cpu_demo(c, datasets=("glyphs",), num_teachers: int = 20) -> None:
 
 def shrink_for_smoke(c, *, num_teachers: int = 3, iterations: int = 3, teachers_per_iteration: int = 2) -> None:
     """A seconds-to-minutes plumbing run: width-8 teachers trained 1 epoch, a tiny generator and
-    replay, 4 evaluation episodes, a checkpoint and meta-validation every iteration."""
+    replay, 3-step baseline recoveries, 4 evaluation episodes, a checkpoint and meta-validation every iteration."""
     c.zoo.num_teachers, c.zoo.epochs, c.zoo.width, c.zoo.save_every = num_teachers, 1, 8, num_teachers
     c.iterations, c.warmup, c.teachers_per_iteration = iterations, 1, teachers_per_iteration
     c.query = 3
-    c.inversion.update(images_per_class=4 if c.shot == 1 else 8, nz=16, ngf=8, k=2)
+    c.inversion.update(images_per_class=4 if c.shot == 1 else 8, nz=16, ngf=8, k=2, fresh_steps=3, pixel_steps=3)
     c.replay.update(tasks_per_batch=2, batches=2, inner_steps=2)
     c.eval.update(every=1, val_episodes=4, test_episodes=4, query=3, steps=2)
     c.checkpoint_every, c.grid_every, c.bank_capacity = 1, 2, 20
