@@ -194,6 +194,7 @@ def test_every_method_and_objective_runs_end_to_end(glyph_smoke_run, tmp_path):
     run = tmp_path / "oracle"
     results = loop.run(smoke_config("oracle_maml", zoo_path), run, **quiet)
     _check_results(results, run, "oracle_maml", data_free=False)
+    assert results["meta_objective"] == "replay"                       # the oracle's, whatever the setting
     steps = _metrics_by_step(run)
     assert set(steps[0]) == {"step"} and "replay_accuracy" in steps[1]
     assert not any(name.startswith(("inv_", "kd_")) for name in steps[1])

@@ -66,7 +66,7 @@ METHODS = {method.name: method for method in (
     Method("pixel", "pixel inversion (PURER-style)", "PURER, Hu et al., ECCV 2022", "pixel", trains=True),
     Method("random", "random init, untrained", "no meta-training", None, trains=False),
     Method("average", "teacher parameter average", "parameter averaging of the zoo", None, trains=False),
-    Method("oracle_maml", "oracle MAML on real meta-train tasks (not data-free)", "MAML, Finn et al., ICML 2017",
+    Method("oracle_maml", "oracle MAML on real meta-train tasks (not data-free)", "Finn et al., ICML 2017",
            None, trains=True, data_free=False),
 )}
 

@@ -67,7 +67,8 @@ def build_report(config, tests: dict, best_val: float, best_step: int, phase_sec
              "",
              f"| setting | domain | {column} | random init | CIs overlap |",
              "| --- | --- | --- | --- | --- |"]
-    payload = {"method": method.name, "data_free": method.data_free, "meta_objective": config.meta_objective,
+    objective = None if not method.trains else "replay" if method.real_tasks else config.meta_objective  # as run
+    payload = {"method": method.name, "data_free": method.data_free, "meta_objective": objective,
                "best_val": best_val, "best_step": best_step, "test": {}, "phase_seconds": {},
                "config": config_record(config)}
     for shot, by_method in tests.items():
