@@ -8,6 +8,7 @@ import ml_collections
 from free_jax.inversion import InversionConfig
 from free_jax.meta.alignment import ALIGN_OPTIMIZERS
 from free_jax.meta.replay import ReplayConfig
+from free_jax.training.methods import step_settings
 from free_jax.training.step import StepConfig
 from free_jax.zoo import data_options_config, default_config as zoo_default_config
 
@@ -38,6 +39,7 @@ def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.method = "free"                   # free | fresh_generator | pixel | random | average | oracle_maml
+    c.meta_objective = "bell"           # bell (alignment + replay) | replay | align (training/methods.py)
     c.datasets = ("glyphs",)            # several = multi-domain (MD)
     c.data_dir = ""
     c.data_options = data_options_config()  # loader options (glyphs: image_size, channels); unset = defaults
@@ -59,6 +61,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.beta_align = 67.0
     c.tau = 1.0
 
+    # lambda_adv = 0: FREE without L_adv; lambda_bn > 0: with DeepInversion's BN-statistics loss (FIVE and
+    # the fresh generator). fresh_*: method fresh_generator (S steps per teacher); pixel_*: method pixel.
     c.inversion = _dataclass_section(InversionConfig, _SHARED_INVERSION_FIELDS)   # FIVE and the baselines
     c.replay = _dataclass_section(ReplayConfig, _SHARED_REPLAY_FIELDS)            # BELL's MAML replay
     c.bank_capacity, c.bank_dtype = 400, "uint8"
@@ -107,7 +111,8 @@ def step_config(config: ml_collections.ConfigDict) -> StepConfig:
     replay = _from_section(ReplayConfig, "replay", config.replay, way=config.way, shot=config.shot,
                            query=config.query, strategy=config.strategy)
     return StepConfig(inversion=inversion, replay=replay, outer_lr=config.outer_lr, align_lr=config.align_lr,
-                      align_optimizer=config.align_optimizer, beta_align=config.beta_align, tau=config.tau)
+                      align_optimizer=config.align_optimizer, beta_align=config.beta_align, tau=config.tau,
+                      **step_settings(config))
 
 
 def _from_section(cls, name: str, section, **shared):
@@ -171,11 +176,11 @@ def use_glyph_cpu_demo(c, datasets=("glyphs",), num_teachers: int = 20) -> None:
 
 def shrink_for_smoke(c, *, num_teachers: int = 3, iterations: int = 3, teachers_per_iteration: int = 2) -> None:
     """A seconds-to-minutes plumbing run: width-8 teachers trained 1 epoch, a tiny generator and
-    replay, 4 evaluation episodes, a checkpoint and meta-validation every iteration."""
+    replay, 3-step baseline recoveries, 4 evaluation episodes, a checkpoint and meta-validation every iteration."""
     c.zoo.num_teachers, c.zoo.epochs, c.zoo.width, c.zoo.save_every = num_teachers, 1, 8, num_teachers
     c.iterations, c.warmup, c.teachers_per_iteration = iterations, 1, teachers_per_iteration
     c.query = 3
-    c.inversion.update(images_per_class=4 if c.shot == 1 else 8, nz=16, ngf=8, k=2)
+    c.inversion.update(images_per_class=4 if c.shot == 1 else 8, nz=16, ngf=8, k=2, fresh_steps=3, pixel_steps=3)
     c.replay.update(tasks_per_batch=2, batches=2, inner_steps=2)
     c.eval.update(every=1, val_episodes=4, test_episodes=4, query=3, steps=2)
     c.checkpoint_every, c.grid_every, c.bank_capacity = 1, 2, 20

@@ -27,7 +27,8 @@ def data_options(config, dataset: str) -> dict:
     return data_lib.loader_options(dataset, config.data_options)
 
 
-def _resize_uint8(images: np.ndarray, side: int) -> np.ndarray:
+def resize_uint8(images: np.ndarray, side: int) -> np.ndarray:
+    """uint8 (n, H, W, C) images bilinearly resized to (n, side, side, C) (as they are if already that size)."""
     if images.shape[1] == side:
         return images
     out = [np.asarray(jax.image.resize(jnp.asarray(chunk, jnp.float32), (len(chunk), side, side, images.shape[3]),
@@ -43,7 +44,7 @@ def load_eval_domains(config, split: str, shots, num_episodes: int) -> list[Eval
         episodes = {shot: evaluation.make_episodes(loaded, num_episodes, config.way, shot, config.eval.query,
                                                    seed=config.eval.seed + 1000 * shot)
                     for shot in shots}
-        domains.append(EvalDomain(name, jnp.asarray(_resize_uint8(loaded.images, config.image_size)), episodes))
+        domains.append(EvalDomain(name, jnp.asarray(resize_uint8(loaded.images, config.image_size)), episodes))
     return domains
 
 

@@ -21,7 +21,7 @@ from free_jax.inversion import invert
 from free_jax.inversion.grid import inversion_rows, recovered_grid_png
 from free_jax.meta.selfcheck import check_strategy
 from free_jax.progress import ProgressLine
-from free_jax.training import evaldata, results as results_lib
+from free_jax.training import evaldata, methods, results as results_lib
 from free_jax.training.config import step_config, zoo_config
 from free_jax.training.logging import MetricsWriter
 from free_jax.training.run_setup import (
@@ -40,7 +40,7 @@ class NonFiniteLossError(FloatingPointError):
     """A loss became NaN/inf; the run stopped and the last good checkpoint is kept."""
 
 
-PHASE_OF_METRIC = {"inv": "recovery (FIVE)", "kd": "alignment (BELL distillation)", "replay": "replay (MAML)"}
+PHASE_OF_METRIC = {"inv": "recovery", "kd": "alignment (BELL distillation)", "replay": "replay (MAML)"}
 
 
 def _check_finite(step: int, metrics: dict, checkpoint_dir: Path) -> None:
@@ -95,16 +95,21 @@ def first_of_its_kind(step: int, start: int, warmup: int) -> bool:
 def finished_results(config, workdir: Path) -> dict | None:
     """The results of a finished run of this same config in ``workdir``, or None.
 
-    Finished: the newest state checkpoint is at ``config.iterations`` and results.json and
-    results.md were written by a run of a config equal to this one (``results_lib.config_record``)."""
+    Finished: results.json and results.md were written by a run of a config equal to this one
+    (``results_lib.config_record``) and, for a method that trains, the newest state checkpoint is
+    at ``config.iterations``."""
     results_path, markdown_path = workdir / "results.json", workdir / "results.md"
-    if not (results_path.is_file() and markdown_path.is_file() and (workdir / "checkpoints").is_dir()):
+    if not (results_path.is_file() and markdown_path.is_file()):
         return None
     try:
         results = json.loads(results_path.read_text())
     except ValueError:
         return None
     if results.get("config") != results_lib.config_record(config):
+        return None
+    if not methods.method_of(config).trains:
+        return results
+    if not (workdir / "checkpoints").is_dir():
         return None
     checkpoints = checkpointing.TrainingCheckpoints(workdir / "checkpoints", config.keep_checkpoints)
     try:
@@ -131,9 +136,17 @@ def _run_locked(config, workdir: Path, *, log, on_evaluation=None) -> dict:
     zoo = build_or_load_zoo(str(zoo_path), zoo_config(config))
     zoo.check_compatible(way=config.way, datasets=config.datasets, path=zoo_path)
 
-    image_shape, mean, std = meta_learner_input(config, zoo.specs)   # no training images past this point
+    # No training image past this point, except the oracle's own (method oracle_maml: not data-free).
+    image_shape, mean, std = meta_learner_input(config, zoo.specs)
 
     make_state = state_constructor(config, zoo, image_shape, mean, std, step_cfg)
+    method = methods.method_of(config)
+    if not method.trains:            # random init / teacher average: evaluated as they are
+        selected = methods.untrained_meta_learner(config, zoo, make_state().meta_learner)
+        return _meta_test_and_report(config, workdir, selected, (image_shape, mean, std), -1.0, 0, PhaseTimer(), 0,
+                                     log)
+    # The oracle replays real meta-train tasks (not data-free); the other methods, the state's bank.
+    replay_bank = methods.real_task_bank(config) if method.real_tasks else None
     abstract = jax.eval_shape(make_state)
     checkpoints = checkpointing.TrainingCheckpoints(workdir / "checkpoints", config.keep_checkpoints)
     best_val, best_step = -1.0, -1
@@ -159,7 +172,7 @@ def _run_locked(config, workdir: Path, *, log, on_evaluation=None) -> dict:
         warmup = step < config.warmup
         teacher_ids = zoo.sample_ids(jax.random.fold_in(sample_key, step), config.teachers_per_iteration)
         groups = zoo.select(teacher_ids)
-        state, metrics = run_phases(state, groups, step_cfg, warmup, timer=timed)
+        state, metrics = run_phases(state, groups, step_cfg, warmup, timer=timed, bank=replay_bank)
         if (step + 1) % config.log_every == 0 or step + 1 == config.iterations:
             values = {k: float(v) for k, v in metrics.items()}
             _check_finite(step, values, checkpoints.directory)
@@ -181,7 +194,8 @@ def _run_locked(config, workdir: Path, *, log, on_evaluation=None) -> dict:
                 _finite_save(checkpoints.save_best, step, metrics, state.meta_learner.params,
                              {"val_accuracy": val.mean, "step": done}, checkpoints.directory, config.log_every)
                 kill_point("after_best_save", done)
-        if config.grid_every and not warmup and (done % config.grid_every == 0 or done == config.iterations):
+        if (config.grid_every and method.recovery == "five" and not warmup
+                and (done % config.grid_every == 0 or done == config.iterations)):
             _write_grid(state, groups, zoo.grouped_ids(teacher_ids), step_cfg, workdir / f"recovered_{done:06d}.png")
             kill_point("after_grid", done)
         if done % config.checkpoint_every == 0 or done == config.iterations:
@@ -198,14 +212,22 @@ def _run_locked(config, workdir: Path, *, log, on_evaluation=None) -> dict:
     best = checkpoints.restore_best(abstract.meta_learner.params)
     if best is not None:
         selected = selected.replace_params(best[0])
+    checkpoints.close()
+    return _meta_test_and_report(config, workdir, selected, (image_shape, mean, std), best_val, best_step, timed,
+                                 start, log)
+
+
+def _meta_test_and_report(config, workdir: Path, selected, learner_input, best_val, best_step, timed, start,
+                          log) -> dict:
+    """Meta-tests ``selected`` next to the random-init baseline and writes results.md / results.json.
+    ``learner_input``: the meta-learner's (image_shape, mean, std)."""
     test_domains = evaldata.load_eval_domains(config, "test", tuple(config.eval.test_shots), config.eval.test_episodes)
-    random_init = random_init_meta_learner(config, image_shape, mean, std)
+    random_init = random_init_meta_learner(config, *learner_input)
     tests = meta_test(selected, random_init, test_domains, config, timed)
     report = results_lib.build_report(config, tests, best_val, best_step, timed.seconds, start)
     (workdir / "results.md").write_text(report["markdown"])
     (workdir / "results.json").write_text(json.dumps(report["json"], indent=2, allow_nan=False))
     log(report["markdown"])
-    checkpoints.close()
     return report["json"]
 
 

@@ -13,6 +13,7 @@ import jax
 import numpy as np
 
 from free_jax.models.learner import MetaLearner, create_meta_learner
+from free_jax.training.methods import state_bank_capacity
 from free_jax.training.state import FreeState, init_state
 from free_jax.zoo.store import Zoo
 
@@ -50,9 +51,16 @@ def meta_learner_input(config, specs) -> tuple[tuple[int, int, int], np.ndarray,
 
 
 def train_metadata(config) -> dict:
-    """The settings a checkpoint is written for; a resume or a saved evaluation must match them."""
-    return {"datasets": list(config.datasets), "image_size": config.image_size, "way": config.way,
-            "shot": config.shot, "meta_arch": config.meta_arch, "meta_width": config.meta_width}
+    """The settings a checkpoint is written for; a resume or a saved evaluation must match them.
+
+    The method and the meta-training objective are recorded only when they are not FREE's
+    defaults, so checkpoints written before they existed (all FREE, BELL) still resume."""
+    record = {"datasets": list(config.datasets), "image_size": config.image_size, "way": config.way,
+              "shot": config.shot, "meta_arch": config.meta_arch, "meta_width": config.meta_width}
+    for name, default in (("method", "free"), ("meta_objective", "bell")):
+        if config.get(name, default) != default:
+            record[name] = config[name]
+    return record
 
 
 def state_constructor(config, zoo: Zoo, image_shape, mean, std, step_cfg) -> Callable[[], FreeState]:
@@ -67,7 +75,7 @@ def state_constructor(config, zoo: Zoo, image_shape, mean, std, step_cfg) -> Cal
     make = lambda: init_state(jax.random.key(config.seed), meta_arch=config.meta_arch, meta_width=config.meta_width,
                               way=config.way, image_shape=image_shape, mean=mean, std=std,
                               inversion=step_cfg.inversion, outer_lr=config.outer_lr,
-                              num_classes_total=num_classes_total, bank_capacity=config.bank_capacity,
+                              num_classes_total=num_classes_total, bank_capacity=state_bank_capacity(config),
                               bank_dtype=config.bank_dtype)
     return make
 

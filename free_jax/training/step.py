@@ -1,5 +1,10 @@
 """One FREE iteration (docs/algorithm.md §2): FIVE recovery → bank → BELL alignment → MAML replay.
 
+The recovery is the run method's (``free_jax.inversion.recovery``: FIVE, a fresh generator per
+teacher, or pixel inversion; none for the oracle, which replays real tasks from a bank it is
+given), and the meta-training objective is BELL (alignment + replay), replay alone or alignment
+alone (``StepConfig.objective``); everything else is the same for every method.
+
 Each phase is a pure jitted function of the state; ``free_iteration`` is their composition in
 one jitted program. The training loop runs the phases one after the other so it can report
 the wall time of each; both paths compute the same numbers (tests/test_training.py).
@@ -17,11 +22,16 @@ import jax
 import optax
 
 from free_jax import memory
-from free_jax.inversion import InversionConfig, invert_and_meta_update
+from free_jax.inversion import InversionConfig
+from free_jax.inversion.recovery import RECOVERIES, recover
 from free_jax.meta.alignment import ALIGN_OPTIMIZERS, alignment_gradient
 from free_jax.meta.replay import ReplayConfig, replay, replay_batch, replay_on_host
 from free_jax.training.state import FreeState, outer_optimizer
 from free_jax.zoo.group import TeacherGroup
+
+# The meta-training objectives: BELL = alignment then replay (docs/algorithm.md §2.3), or one of the two.
+OBJECTIVES = ("bell", "replay", "align")
+_ALIGNS, _REPLAYS = ("bell", "align"), ("bell", "replay")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,10 +45,26 @@ class StepConfig:
     align_optimizer: str = "adam"     # inner optimiser of θ̃: "adam" or "sgd" (meta.alignment)
     beta_align: float = 67.0
     tau: float = 1.0
+    recovery: str | None = "five"     # a key of inversion.recovery.RECOVERIES; None: no recovery (oracle)
+    objective: str = "bell"           # one of OBJECTIVES
 
     def __post_init__(self):
         if self.align_optimizer not in ALIGN_OPTIMIZERS:
             raise ValueError(f"align_optimizer={self.align_optimizer!r}; choose one of {ALIGN_OPTIMIZERS}")
+        if self.recovery is not None and self.recovery not in RECOVERIES:
+            raise ValueError(f"recovery={self.recovery!r}; choose one of {tuple(RECOVERIES)} or None")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective={self.objective!r}; choose one of {OBJECTIVES}")
+        if self.recovery is None and self.objective != "replay":
+            raise ValueError("without a recovery there are no teachers' images to align on: objective must be "
+                             f"'replay', got {self.objective!r}")
+
+
+def recovers(config: StepConfig, warmup: bool) -> bool:
+    """Whether the iteration runs a recovery: always after warm-up; during it only for a recovery
+    that meta-learns a generator (FIVE). Per-teacher recoveries have nothing to warm up, so their
+    warm-up iterations are idle and every method gets the same replay budget."""
+    return config.recovery is not None and (not warmup or RECOVERIES[config.recovery].meta_generator)
 
 
 def _keys(state: FreeState):
@@ -47,14 +73,15 @@ def _keys(state: FreeState):
 
 @functools.partial(jax.jit, static_argnames=("config", "warmup"), donate_argnames=("state",))
 def recover_phase(state: FreeState, groups: Sequence[TeacherGroup], config: StepConfig, warmup: bool):
-    """FIVE for the sampled teachers, the generator meta-update, and (after warm-up) the bank add.
+    """The run's recovery for the sampled teachers (FIVE: with the generator meta-update), and
+    (after warm-up) the bank add.
 
     Returns (state, per-group recovered images, metrics). During warm-up nothing is stored.
     """
     inversion_key = _keys(state)[0]
-    gen_params, gen_opt_state, result = invert_and_meta_update(
-        state.gen_params, state.gen_opt_state, groups, inversion_key, config.inversion, warmup,
-        None if warmup else state.meta_learner)
+    gen_params, gen_opt_state, result = recover(
+        config.recovery, state.gen_params, state.gen_opt_state, groups, inversion_key, config.inversion, warmup,
+        None if warmup else state.meta_learner, state.bank.image_shape)
     bank = state.bank if warmup else memory.add(state.bank, result.images, result.labels)
     state = state.replace(gen_params=gen_params, gen_opt_state=gen_opt_state, bank=bank)
     metrics = {f"inv_{name}": value for name, value in result.metrics.items()}
@@ -79,54 +106,63 @@ def align_phase(state: FreeState, groups: Sequence[TeacherGroup], per_group_imag
     return state, metrics
 
 
-def _replay_in_one_program(state: FreeState, config: StepConfig):
-    """BELL replay, all R meta-batches inside the caller's jitted program (the fused iteration)."""
+def _replay_in_one_program(state: FreeState, config: StepConfig, bank=None):
+    """BELL replay, all R meta-batches inside the caller's jitted program (the fused iteration);
+    tasks from ``bank`` (default the state's)."""
     params, meta_opt_state, metrics = replay(state.meta_learner, state.meta_opt_state,
-                                             outer_optimizer(config.outer_lr), state.bank, _keys(state)[2],
-                                             config.replay)
+                                             outer_optimizer(config.outer_lr), state.bank if bank is None else bank,
+                                             _keys(state)[2], config.replay)
     state = state.replace(meta_learner=state.meta_learner.replace_params(params),
                           meta_opt_state=meta_opt_state)
     return state, metrics
 
 
 @functools.partial(jax.jit, static_argnames=("config",), donate_argnames=("state",))
-def replay_batch_phase(state: FreeState, index: jax.Array, config: StepConfig):
-    """One replay meta-batch (number ``index``) through the persistent outer Adam."""
+def replay_batch_phase(state: FreeState, index: jax.Array, config: StepConfig, bank=None):
+    """One replay meta-batch (number ``index``) through the persistent outer Adam, its tasks from
+    ``bank`` (default the state's; the oracle passes its bank of real images)."""
     params, meta_opt_state, metrics = replay_batch(state.meta_learner, state.meta_opt_state,
-                                                   outer_optimizer(config.outer_lr), state.bank, _keys(state)[2],
+                                                   outer_optimizer(config.outer_lr),
+                                                   state.bank if bank is None else bank, _keys(state)[2],
                                                    index, config.replay)
     state = state.replace(meta_learner=state.meta_learner.replace_params(params),
                           meta_opt_state=meta_opt_state)
     return state, metrics
 
 
-def replay_phase(state: FreeState, config: StepConfig):
-    """BELL replay: MAML meta-batches from the bank through the same persistent Adam.
+def replay_phase(state: FreeState, config: StepConfig, bank=None):
+    """BELL replay: MAML meta-batches from the bank (default the state's) through the same persistent Adam.
 
     ``free_jax.meta.replay.replay_on_host`` over the jitted ``replay_batch_phase``: computes what
     the fused iteration's in-program ``replay`` computes, several times faster on XLA:CPU (see
     that module).
     """
-    return replay_on_host(lambda state, index: replay_batch_phase(state, index, config), state, config.replay)
+    return replay_on_host(lambda state, index: replay_batch_phase(state, index, config, bank), state, config.replay)
 
 
 def advance(state: FreeState) -> FreeState:
     return state.replace(step=state.step + 1)
 
 
-def _iteration(state, groups, config, warmup):
-    state, per_group_images, metrics = recover_phase.__wrapped__(state, groups, config, warmup)
+def _iteration(state, groups, config, warmup, bank=None):
+    metrics = {}
+    if recovers(config, warmup):
+        state, per_group_images, metrics = recover_phase.__wrapped__(state, groups, config, warmup)
     if not warmup:
-        state, align_metrics = align_phase.__wrapped__(state, groups, per_group_images, config)
-        state, replay_metrics = _replay_in_one_program(state, config)
-        metrics = {**metrics, **align_metrics, **replay_metrics}
+        if config.objective in _ALIGNS:
+            state, align_metrics = align_phase.__wrapped__(state, groups, per_group_images, config)
+            metrics = {**metrics, **align_metrics}
+        if config.objective in _REPLAYS:
+            state, replay_metrics = _replay_in_one_program(state, config, bank)
+            metrics = {**metrics, **replay_metrics}
     return advance(state), metrics
 
 
 free_iteration = jax.jit(_iteration, static_argnames=("config", "warmup"), donate_argnames=("state",))
-free_iteration.__doc__ = """One whole FREE iteration as one jitted program: (state, groups) -> (state, metrics).
+free_iteration.__doc__ = """One whole iteration as one jitted program: (state, groups[, bank]) -> (state, metrics).
 
-During warm-up only FIVE runs (no adversarial term, nothing stored, θ untouched)."""
+During warm-up only FIVE runs (no adversarial term, nothing stored, θ untouched); a per-teacher
+recovery's warm-up iterations do nothing. ``bank``: replay's tasks (default the state's bank)."""
 
 
 class PhaseTimer:
@@ -143,13 +179,18 @@ class PhaseTimer:
         return out
 
 
-def run_phases(state: FreeState, groups, config: StepConfig, warmup: bool, timer=None):
+def run_phases(state: FreeState, groups, config: StepConfig, warmup: bool, timer=None, bank=None):
     """The same iteration as ``free_iteration`` but phase by phase, timing each when ``timer``
     (a callable ``timer(phase_name, fn) -> result``) is given."""
     timer = timer or (lambda name, fn: fn())
-    state, per_group_images, metrics = timer("recovery", lambda: recover_phase(state, groups, config, warmup))
+    metrics = {}
+    if recovers(config, warmup):
+        state, per_group_images, metrics = timer("recovery", lambda: recover_phase(state, groups, config, warmup))
     if not warmup:
-        state, align_metrics = timer("alignment", lambda: align_phase(state, groups, per_group_images, config))
-        state, replay_metrics = timer("replay", lambda: replay_phase(state, config))
-        metrics = {**metrics, **align_metrics, **replay_metrics}
+        if config.objective in _ALIGNS:
+            state, align_metrics = timer("alignment", lambda: align_phase(state, groups, per_group_images, config))
+            metrics = {**metrics, **align_metrics}
+        if config.objective in _REPLAYS:
+            state, replay_metrics = timer("replay", lambda: replay_phase(state, config, bank))
+            metrics = {**metrics, **replay_metrics}
     return advance(state), metrics

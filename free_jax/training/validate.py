@@ -7,6 +7,7 @@ the images a class holds) stay where the data is loaded.
 from __future__ import annotations
 
 from free_jax import vectorize
+from free_jax.training.methods import META_OBJECTIVES, METHODS
 
 _BANK_DTYPES = ("uint8", "bfloat16", "float32")
 
@@ -32,19 +33,43 @@ def _positive(config, name: str) -> None:
              "a number > 0")
 
 
+def _at_least_zero(config, name: str) -> None:
+    value = config
+    for part in name.split("."):
+        value = value[part]
+    _require(isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0, name, value,
+             "a number ≥ 0 (0 switches the term off)")
+
+
 def validate_config(config) -> None:
     """Raises ValueError naming the first setting of ``config`` (a FREE run ConfigDict) out of range."""
+    _require(config.method in METHODS, "method", config.method, f"one of {tuple(METHODS)}")
+    _require(config.meta_objective in META_OBJECTIVES, "meta_objective", config.meta_objective,
+             f"one of {META_OBJECTIVES} (BELL = alignment + replay, or one of the two)")
+    if METHODS[config.method].real_tasks:
+        _require(config.meta_objective != "align", "meta_objective", config.meta_objective,
+                 "'bell' or 'replay' with --config.method=oracle_maml (the oracle trains by MAML replay on real "
+                 "tasks; it has no recovered images to align on)")
+    if config.method == "average":
+        _require(config.meta_arch in tuple(config.zoo.archs), "meta_arch", config.meta_arch,
+                 f"an architecture of the zoo {tuple(config.zoo.archs)} with --config.method=average (θ is the "
+                 "mean of the teachers of the meta-learner's architecture)")
     for name in ("iterations", "shot", "query", "teachers_per_iteration", "image_size", "meta_width",
                  "bank_capacity", "checkpoint_every", "keep_checkpoints", "log_every",
                  "eval.every", "eval.val_episodes", "eval.test_episodes", "eval.query",
                  "inversion.images_per_class", "inversion.k", "inversion.nz", "inversion.ngf",
-                 "replay.tasks_per_batch", "replay.batches", "replay.inner_steps", "zoo.num_teachers"):
+                 "replay.tasks_per_batch", "replay.batches", "replay.inner_steps", "zoo.num_teachers",
+                 "inversion.fresh_steps", "inversion.pixel_steps"):
         _int_at_least(config, name, 1)
     for name in ("warmup", "grid_every", "eval.steps", "replay.patience", "eval.chunk_size"):
         _int_at_least(config, name, 0)
     _int_at_least(config, "way", 2)
-    for name in ("outer_lr", "align_lr", "eval.lr", "replay.inner_lr", "inversion.gen_lr", "inversion.meta_lr"):
+    for name in ("outer_lr", "align_lr", "eval.lr", "replay.inner_lr", "inversion.gen_lr", "inversion.meta_lr",
+                 "inversion.fresh_lr", "inversion.pixel_lr"):
         _positive(config, name)
+    for name in ("inversion.lambda_adv", "inversion.lambda_bn", "inversion.pixel_lambda_tv",
+                 "inversion.pixel_lambda_l2", "inversion.pixel_lambda_bn"):
+        _at_least_zero(config, name)
     _require(len(config.datasets) >= 1, "datasets", config.datasets, "at least one dataset name")
     for name in ("datasets", "zoo.archs"):
         values = config.zoo.archs if name == "zoo.archs" else config.datasets

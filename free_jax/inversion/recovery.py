@@ -1,0 +1,130 @@
+"""Recovery: one interface over the ways of recovering images from a teacher (docs/algorithm.md §2.1, §5).
+
+The training step fills the memory bank from whatever recovery the run's method names; every
+recovery is a pure, jit-able function with the same signature
+
+    recover(gen_params, gen_opt_state, groups, key, config, warmup, meta_learner, image_shape)
+        -> (gen_params, gen_opt_state, Recovered)
+
+* ``five``: FREE's meta-generator, k adaptation steps per teacher from the shared φ, then the
+  meta-update of φ (``five.invert_and_meta_update``);
+* ``fresh_generator``: a freshly initialised generator per teacher trained ``fresh_steps`` steps
+  (BiDf-MKD / TGR; ``baselines.invert_fresh_generator``); φ is left as it is;
+* ``pixel``: PURER-style pixel inversion, the images themselves optimised ``pixel_steps`` steps
+  (``baselines.invert_pixels``); φ is left as it is.
+
+The images of every recovery come out at ``image_shape`` (the meta-learner's and the bank's
+resolution, in [0, 1]) with the teachers' global class ids, so the bank, BELL's alignment and
+the replay downstream are the same for all of them. Only FIVE learns across teachers, so only
+FIVE has a warm-up (``Recovery.meta_generator``); the baselines recover from scratch for every
+teacher and have no adversarial term (as the methods they reproduce).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from free_jax import augment
+from free_jax.inversion import baselines
+from free_jax.inversion.config import InversionConfig
+from free_jax.inversion.five import invert_and_meta_update
+from free_jax.models.learner import MetaLearner
+from free_jax.zoo.group import TeacherGroup
+
+
+@struct.dataclass
+class Recovered:
+    """The images one recovery made for the sampled teachers.
+
+    Attributes:
+      images: (Σ_g T_g·B, s, s, C) float32 in [0, 1], teachers in group order.
+      labels: (Σ_g T_g·B,) int32 global class ids.
+      per_group_images: list of (T_g, B, s, s, C), the same images per group (for alignment).
+      metrics: scalars averaged over all teachers; ``teacher_acc`` (the teacher's accuracy on the
+        clean recovered images) for every recovery.
+    """
+
+    images: jnp.ndarray
+    labels: jnp.ndarray
+    per_group_images: list
+    metrics: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class Recovery:
+    """A recovery: its name, its function (module docstring) and whether it meta-learns a
+    generator across teachers (then it has a warm-up; otherwise warm-up iterations are idle)."""
+
+    name: str
+    recover: Callable
+    meta_generator: bool
+
+
+def _five(gen_params, gen_opt_state, groups, key, config, warmup, meta_learner, image_shape):
+    del image_shape                                     # the meta-generator's own resolution
+    gen_params, gen_opt_state, result = invert_and_meta_update(gen_params, gen_opt_state, groups, key, config,
+                                                               warmup, meta_learner)
+    return gen_params, gen_opt_state, Recovered(result.images, result.labels, result.per_group_images,
+                                                result.metrics)
+
+
+def _per_teacher(invert_group: Callable[[jax.Array, TeacherGroup], baselines.BaselineResult], groups, key,
+                 image_shape) -> Recovered:
+    """Runs a baseline on every group (group g with ``fold_in(key, g)``), images resized to ``image_shape``."""
+    if not groups:
+        raise ValueError("recovery needs at least one teacher group")
+    per_group, labels, accuracy = [], [], []
+    for index, group in enumerate(groups):
+        result = invert_group(jax.random.fold_in(key, index), group)
+        teachers, batch = result.images.shape[:2]
+        flat = augment.resize_to(result.images.reshape(teachers * batch, *result.images.shape[2:]), image_shape)
+        per_group.append(flat.reshape(teachers, batch, *flat.shape[1:]))                     # (T, B, s, s, C)
+        labels.append(result.labels.reshape(-1))
+        accuracy.append(result.accuracy_history[:, -1])                                       # (T,)
+    images = jnp.concatenate([imgs.reshape(-1, *imgs.shape[2:]) for imgs in per_group])
+    return Recovered(images, jnp.concatenate(labels).astype(jnp.int32), per_group,
+                     {"teacher_acc": jnp.mean(jnp.concatenate(accuracy))})
+
+
+def _fresh_generator(gen_params, gen_opt_state, groups, key, config, warmup, meta_learner, image_shape):
+    del warmup, meta_learner                             # no warm-up, no adversarial term
+    recovered = _per_teacher(lambda group_key, group: baselines.invert_fresh_generator(
+        group_key, group, config, image_shape=image_shape), groups, key, image_shape)
+    return gen_params, gen_opt_state, recovered
+
+
+def _pixel(gen_params, gen_opt_state, groups, key, config, warmup, meta_learner, image_shape):
+    del warmup, meta_learner
+    recovered = _per_teacher(lambda group_key, group: baselines.invert_pixels(group_key, group, config),
+                             groups, key, image_shape)
+    return gen_params, gen_opt_state, recovered
+
+
+RECOVERIES = {recovery.name: recovery for recovery in (
+    Recovery("five", _five, meta_generator=True),
+    Recovery("fresh_generator", _fresh_generator, meta_generator=False),
+    Recovery("pixel", _pixel, meta_generator=False),
+)}
+
+
+def recover(name: str, gen_params, gen_opt_state, groups: Sequence[TeacherGroup], key: jax.Array,
+            config: InversionConfig, warmup: bool, meta_learner: MetaLearner | None, image_shape):
+    """Recovery ``name`` (a key of ``RECOVERIES``) for the sampled teacher ``groups``; call inside jit.
+
+    Args:
+      gen_params, gen_opt_state: the meta-generator φ and its persistent Adam (only FIVE updates them).
+      key: the iteration's recovery key. warmup: FIVE's warm-up (no adversarial term).
+      meta_learner: s_θ for FIVE's adversarial term (None: no adversarial term).
+      image_shape: (s, s, C) of the recovered images (the bank's).
+
+    Returns:
+      (gen_params, gen_opt_state, ``Recovered``).
+    """
+    if name not in RECOVERIES:
+        raise ValueError(f"unknown recovery {name!r}; choose one of {tuple(RECOVERIES)}")
+    return RECOVERIES[name].recover(gen_params, gen_opt_state, groups, key, config, warmup, meta_learner,
+                                    tuple(int(d) for d in image_shape))
