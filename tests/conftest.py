@@ -43,53 +43,17 @@ def _shared_glyph_cache(tmp_path_factory):
     yield
 
 
-# Tests that share the session-scoped ``glyph_smoke_run`` (one whole FREE run, minutes of compilation).
-_GLYPH_SMOKE_MODULES = {"test_training", "test_faults", "test_evaluate_binary"}
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Scheduling for ``pytest -n 2 --dist loadgroup`` (pytest-xdist; the README's test command):
     each module runs whole on one worker, so its module-scoped fixtures (zoos, trained teachers)
-    are built once, and the modules that read the shared smoke run go to the same worker, so that
-    run is trained once. Without xdist the markers do nothing."""
+    are built once, and every module with a test that reads the shared ``glyph_smoke_run`` goes
+    to the same worker, so that run is trained once. Without xdist the markers do nothing."""
+    module_of = lambda item: item.module.__name__.rsplit(".", 1)[-1]
+    smoke_modules = {module_of(item) for item in items if "glyph_smoke_run" in item.fixturenames}
     for item in items:
-        module = item.module.__name__.rsplit(".", 1)[-1]
-        group = "glyph_smoke_run" if module in _GLYPH_SMOKE_MODULES else module
-        item.add_marker(pytest.mark.xdist_group(group))
-
-
-def load_config_file(name: str, arg: str = ""):
-    """``get_config(arg)`` of experiments/configs/<name>.py, imported by path."""
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parents[1] / "experiments" / "configs" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"config_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
-
-
-@pytest.fixture(scope="session")
-def glyph_smoke_run(tmp_path_factory):
-    """One whole ``glyphs:smoke`` FREE run shared by every test that inspects a finished run
-    (it costs minutes of compilation on CPU). Returns (workdir, results, eval splits loaded in order);
-    the zoo is in <workdir>/zoo."""
-    from free_jax.training import evaldata, loop
-    workdir = tmp_path_factory.mktemp("glyph_smoke") / "run"
-    calls = []
-    original = evaldata.load_eval_domains
-
-    def spy(config, split, *args, **kwargs):
-        calls.append(split)
-        return original(config, split, *args, **kwargs)
-
-    evaldata.load_eval_domains = spy
-    try:
-        results = loop.run(load_config_file("glyphs", "smoke"), workdir, log=lambda *_: None)
-    finally:
-        evaldata.load_eval_domains = original
-    return workdir, results, calls
+        module = module_of(item)
+        item.add_marker(pytest.mark.xdist_group("glyph_smoke_run" if module in smoke_modules else module))
 
 
 @pytest.fixture(scope="module", autouse=True)
