@@ -124,8 +124,13 @@ def _raise_if_disk_full(error: BaseException, path: Path) -> None:
 
 def _checkpointer() -> ocp.Checkpointer:
     # Synchronous: zoo and test checkpoints are small, and callers expect the directory to be
-    # complete when save_tree returns.
-    return ocp.Checkpointer(ocp.CompositeCheckpointHandler())
+    # complete when save_tree returns. Process-local: in a multi-process run each process saves
+    # and restores its own (local) arrays without waiting for the others (the zoo is written by
+    # process 0 alone, free_jax.distributed); only TrainingCheckpoints saves global arrays.
+    process = jax.process_index()
+    local = ocp.options.MultiprocessingOptions(primary_host=process, active_processes={process},
+                                               barrier_sync_key_prefix=f"local{process}")
+    return ocp.Checkpointer(ocp.CompositeCheckpointHandler(), multiprocessing_options=local)
 
 
 def save_tree(directory: str | Path, tree: Any, metadata: dict | None = None, *,
@@ -288,8 +293,13 @@ class TrainingCheckpoints:
             raise
 
     def _restore(self, manager, step: int, name: str, abstract_target: Any):
+        # A target leaf's sharding (e.g. replicated over the run's mesh, free_jax.sharding) is kept:
+        # in a multi-process run every process restores its share of the global arrays.
         abstract_target = jax.tree_util.tree_map(
-            lambda leaf: jax.ShapeDtypeStruct(jnp.shape(leaf), jnp.result_type(leaf)), abstract_target)
+            lambda leaf: jax.ShapeDtypeStruct(jnp.shape(leaf), jnp.result_type(leaf),
+                                              sharding=getattr(leaf, "sharding", None)
+                                              if isinstance(leaf, jax.ShapeDtypeStruct) else None),
+            abstract_target)
         path = Path(manager.directory) / str(step)
         if not (path / _METADATA).is_dir():
             raise CheckpointError(

@@ -40,6 +40,8 @@ def base_config() -> ml_collections.ConfigDict:
         tasks_per_batch=10, batches=10, patience=0, inner_steps=5, inner_lr=0.01, first_order=False))
     c.bank_capacity, c.bank_dtype = 400, "uint8"
     c.strategy = "auto"                 # per-teacher / per-task mapping (free_jax.vectorize)
+    c.num_devices = 0                   # devices of the 'tasks' mesh (free_jax.sharding): 0 = all, 1 = one
+    c.scale_with_devices = False        # weak scaling: teachers_per_iteration, tasks_per_batch × devices
     c.self_check = True                 # on accelerators: stop if the jitted meta-gradient ≠ eager (meta/selfcheck.py)
 
     c.eval = ml_collections.ConfigDict(dict(
