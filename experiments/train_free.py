@@ -35,6 +35,7 @@ def main(argv):
     quiet_library_logs()
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     run(_CONFIG.value, _WORKDIR.value)
+    distributed.shutdown()
 
 
 if __name__ == "__main__":

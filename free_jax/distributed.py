@@ -68,11 +68,20 @@ def is_primary() -> bool:
     return jax.process_index() == 0
 
 
-def barrier(name: str) -> None:
-    """Waits until every process reaches ``barrier(name)`` (no-op in a single process)."""
-    if jax.process_count() > 1:
+def barrier(name: str, timeout_s: float = 24 * 3600) -> None:
+    """Waits until every process reaches ``barrier(name)`` (no-op in a single process).
+
+    Through the coordination service (what Orbax uses), not a device collective: a collective
+    times out in gloo after a minute or so, while the others may wait hours (zoo pre-training)."""
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed as jax_distributed  # the client jax.distributed.initialize made
+    client = jax_distributed.global_state.client
+    if client is None:
         from jax.experimental import multihost_utils
         multihost_utils.sync_global_devices(name)
+        return
+    client.wait_at_barrier(f"free_jax:{name}", timeout_in_ms=int(timeout_s * 1000))
 
 
 def primary_first(fn, name: str):
@@ -108,3 +117,11 @@ def check_replicas_agree(tree, what: str) -> None:
     digest = np.frombuffer(bytes.fromhex(local_digest(tree)), np.uint8)
     multihost_utils.assert_equal(digest, f"the processes' copies of {what} differ: they were given different "
                                          "inputs (zoo, data, config); give every process the same ones")
+
+
+def shutdown() -> None:
+    """Ends a multi-process run: waits for every process, then closes ``jax.distributed``
+    (left to interpreter exit, the shutdown barrier failed and aborted the processes)."""
+    if jax.process_count() > 1:
+        barrier("shutdown")
+        jax.distributed.shutdown()

@@ -212,6 +212,7 @@ WORKER = textwrap.dedent("""
     config.iterations, config.grid_every, config.zoo_path = 2, 2, zoo
     loop.run(config, workdir)
     print(f"process {process_id} of", __import__("jax").process_count(), "done", flush=True)
+    distributed.shutdown()
 """)
 
 
