@@ -22,6 +22,7 @@ exec > >(tee device_check.log) 2>&1
 # suite must run on the accelerator, so the platform is left to JAX unless SMALL (CPU) is asked.
 if [ "$SMALL" = 1 ]; then
   export JAX_PLATFORMS=cpu
+  export XLA_FLAGS="${XLA_FLAGS:-} --xla_force_host_platform_device_count=4"   # so step 2 compares 1 vs 4
   parity_tests=(tests/test_strategy_parity.py -k "replay_meta_gradient_equal and first_order")
   small_flag=--small
 else
