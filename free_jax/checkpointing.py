@@ -124,8 +124,20 @@ def _raise_if_disk_full(error: BaseException, path: Path) -> None:
 
 def _checkpointer() -> ocp.Checkpointer:
     # Synchronous: zoo and test checkpoints are small, and callers expect the directory to be
-    # complete when save_tree returns.
-    return ocp.Checkpointer(ocp.CompositeCheckpointHandler())
+    # complete when save_tree returns. Process-local: in a multi-process run each process saves
+    # and restores its own (local) arrays without waiting for the others (the zoo is written by
+    # process 0 alone, free_jax.distributed); only TrainingCheckpoints saves global arrays.
+    if jax.process_count() == 1:
+        return ocp.Checkpointer(ocp.CompositeCheckpointHandler())
+    process = jax.process_index()
+    local = ocp.options.MultiprocessingOptions(primary_host=process, active_processes={process},
+                                               barrier_sync_key_prefix=f"local{process}")
+    handler = ocp.CompositeCheckpointHandler(
+        composite_options=ocp.CompositeOptions(multiprocessing_options=local),
+        **{_TREE: ocp.StandardCheckpointHandler(multiprocessing_options=local),
+           _METADATA: ocp.JsonCheckpointHandler(multiprocessing_options=local),
+           _CHECKSUMS: ocp.JsonCheckpointHandler(multiprocessing_options=local)})
+    return ocp.Checkpointer(handler, multiprocessing_options=local)
 
 
 def save_tree(directory: str | Path, tree: Any, metadata: dict | None = None, *,
@@ -150,6 +162,8 @@ def save_tree(directory: str | Path, tree: Any, metadata: dict | None = None, *,
     if directory.exists() and not overwrite:
         raise CheckpointError(f"checkpoint {directory} already exists; pass overwrite=True or "
                               "choose another directory")
+    if jax.process_count() > 1:   # Orbax takes no process-local jax.Array in multi-process runs; numpy it takes
+        tree = jax.tree_util.tree_map(np.asarray, tree)
     items = {_TREE: ocp.args.StandardSave(tree), _CHECKSUMS: ocp.args.JsonSave(leaf_checksums(tree))}
     if metadata is not None:
         try:
@@ -196,6 +210,8 @@ def restore_tree(directory: str | Path, abstract_target: Any) -> Any:
     _require_checkpoint(directory)
     abstract_target = jax.tree_util.tree_map(
         lambda leaf: jax.ShapeDtypeStruct(jnp.shape(leaf), jnp.result_type(leaf)), abstract_target)
+    if jax.process_count() > 1:   # restored as this process's numpy arrays (see save_tree), then put on device
+        abstract_target = jax.tree_util.tree_map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), abstract_target)
     items = {_TREE: ocp.args.StandardRestore(abstract_target)}
     if (directory / _CHECKSUMS).is_dir():
         items[_CHECKSUMS] = ocp.args.JsonRestore()
@@ -288,8 +304,13 @@ class TrainingCheckpoints:
             raise
 
     def _restore(self, manager, step: int, name: str, abstract_target: Any):
+        # A target leaf's sharding (e.g. replicated over the run's mesh, free_jax.sharding) is kept:
+        # in a multi-process run every process restores its share of the global arrays.
         abstract_target = jax.tree_util.tree_map(
-            lambda leaf: jax.ShapeDtypeStruct(jnp.shape(leaf), jnp.result_type(leaf)), abstract_target)
+            lambda leaf: jax.ShapeDtypeStruct(jnp.shape(leaf), jnp.result_type(leaf),
+                                              sharding=getattr(leaf, "sharding", None)
+                                              if isinstance(leaf, jax.ShapeDtypeStruct) else None),
+            abstract_target)
         path = Path(manager.directory) / str(step)
         if not (path / _METADATA).is_dir():
             raise CheckpointError(

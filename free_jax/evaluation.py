@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from free_jax import vectorize
+from free_jax import sharding, vectorize
 from free_jax.data.base import SplitData
 from free_jax.data.episodes import build_class_index, check_episode_shape, gather_tasks, sample_episode_indices
 from free_jax.meta import maml
@@ -77,11 +77,16 @@ def make_episodes(split: SplitData, num_episodes: int = 600, way: int = 5, shot:
     return EpisodeSet(np.asarray(indices), way, shot, query, seed)
 
 
-@functools.partial(jax.jit, static_argnames=("shot", "steps", "lr", "strategy"))
-def _chunk_accuracies(meta_learner: MetaLearner, images, indices, shot, steps, lr, strategy):
-    tasks = gather_tasks(images, indices, shot)
-    return maml.adapted_query_accuracy(meta_learner.logits_fn(), meta_learner.params, tasks,
-                                       steps, lr, strategy=strategy)
+@functools.partial(jax.jit, static_argnames=("shot", "steps", "lr", "strategy", "mesh"))
+def _chunk_accuracies(meta_learner: MetaLearner, images, indices, shot, steps, lr, strategy, mesh=None):
+    def body(local_indices, mask, shared):
+        del mask  # padded episodes' accuracies are dropped by split_over_tasks
+        meta_learner, images = shared
+        tasks = gather_tasks(images, local_indices, shot)
+        return maml.adapted_query_accuracy(meta_learner.logits_fn(), meta_learner.params, tasks,
+                                           steps, lr, strategy=strategy), ()
+
+    return sharding.split_over_tasks(body, indices, mesh, (meta_learner, images))[0]
 
 
 def default_chunk_size() -> int:
@@ -116,7 +121,7 @@ def _check_eval_inputs(meta_learner, images, episodes: EpisodeSet, steps, chunk_
 def evaluate(meta_learner: MetaLearner, images, episodes: EpisodeSet, steps: int = 10,
              lr: float = 0.01, chunk_size: int | None = None,
              strategy: vectorize.Strategy = "auto", image_shape=None,
-             progress: Callable[[int, int], None] | None = None) -> EvalResult:
+             progress: Callable[[int, int], None] | None = None, mesh=None) -> EvalResult:
     """Adapts ``meta_learner`` to every episode and scores its query set.
 
     Args:
@@ -127,6 +132,8 @@ def evaluate(meta_learner: MetaLearner, images, episodes: EpisodeSet, steps: int
         (a Conv4 accepts several sizes, so another size would score near chance, silently).
       progress: called on the host as ``progress(episodes_done, num_episodes)`` as each chunk's
         results arrive (chunks are still dispatched ahead, so waiting for them costs nothing).
+      mesh: a ``tasks`` mesh (``free_jax.sharding``): each chunk's episodes are split over its
+        devices (the chunk size is rounded up to a multiple of the device count); None = one device.
 
     Raises:
       ValueError: images that are not integer (uint8) pixels, of another channel count than the
@@ -135,13 +142,17 @@ def evaluate(meta_learner: MetaLearner, images, episodes: EpisodeSet, steps: int
     """
     _check_eval_inputs(meta_learner, images, episodes, steps, chunk_size, image_shape)
     chunk_size = min(chunk_size or default_chunk_size(), episodes.num_episodes)
-    images = jnp.asarray(images)
+    devices = sharding.mesh_size(mesh)
+    chunk_size = -(-chunk_size // devices) * devices     # whole episodes per device
+    images = jnp.asarray(images) if mesh is None else sharding.replicate(images, mesh)
+    meta_learner = sharding.replicate(meta_learner, mesh)
     indices = episodes.indices
     pad = (-len(indices)) % chunk_size
     if pad:
-        indices = np.concatenate([indices, indices[:pad]])
-    chunks = [_chunk_accuracies(meta_learner, images, jnp.asarray(indices[i:i + chunk_size]),
-                                episodes.shot, steps, lr, strategy)
+        indices = np.concatenate([indices, indices[np.arange(pad) % len(indices)]])
+    place = jnp.asarray if mesh is None else (lambda chunk: sharding.replicate(chunk, mesh))
+    chunks = [_chunk_accuracies(meta_learner, images, place(indices[i:i + chunk_size]),
+                                episodes.shot, steps, lr, strategy, mesh)
               for i in range(0, len(indices), chunk_size)]  # dispatched asynchronously
     done = []
     for chunk in chunks:

@@ -140,6 +140,12 @@ def sample_tasks(bank: MemoryBank, key: jax.Array, n_tasks: int, way: int, shot:
       int32, query_x (n_tasks, way·query, H, W, C), query_y (n_tasks, way·query); labels are
       class-major: [0]*shot + [1]*shot + ….
     """
+    return sample_tasks_with_keys(bank, jax.random.split(key, n_tasks), way, shot, query)
+
+
+def sample_tasks_with_keys(bank: MemoryBank, task_keys: jax.Array, way: int, shot: int, query: int):
+    """``sample_tasks`` with task i drawn from ``task_keys[i]`` (n_tasks keys): a device given a
+    share of a meta-batch's keys samples exactly its share of the tasks (``free_jax.sharding``)."""
     if shot + query > bank.capacity:   # static shapes: checkable here, even under jit
         raise ValueError(f"a task needs shot + query = {shot + query} images per class but the bank holds "
                          f"at most {bank.capacity} per class (capacity); sampling would draw empty slots. "
@@ -150,6 +156,6 @@ def sample_tasks(bank: MemoryBank, key: jax.Array, n_tasks: int, way: int, shot:
         classes, slots = sample_class_slots(task_key, sizes, bank.capacity, way, shot + query)
         return bank.images[classes[:, None], slots]                          # (way, S+Q, H, W, C)
 
-    picked = _decode(jax.vmap(one_task)(jax.random.split(key, n_tasks)))
+    picked = _decode(jax.vmap(one_task)(task_keys))
     support_x, support_y, query_x, query_y = split_support_query(picked, shot)
     return support_x, support_y, query_x, query_y

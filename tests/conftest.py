@@ -43,6 +43,39 @@ def _shared_glyph_cache(tmp_path_factory):
     yield
 
 
+def load_config_file(name: str, arg: str = ""):
+    """``get_config(arg)`` of experiments/configs/<name>.py, imported by path."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "experiments" / "configs" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"config_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+@pytest.fixture(scope="session")
+def glyph_smoke_run(tmp_path_factory):
+    """One whole ``glyphs:smoke`` FREE run shared by every test that inspects a finished run
+    (it costs minutes of compilation on CPU). Returns (workdir, results, eval splits loaded in order);
+    the zoo is in <workdir>/zoo."""
+    from free_jax.training import evaldata, loop
+    workdir = tmp_path_factory.mktemp("glyph_smoke") / "run"
+    calls = []
+    original = evaldata.load_eval_domains
+
+    def spy(config, split, *args, **kwargs):
+        calls.append(split)
+        return original(config, split, *args, **kwargs)
+
+    evaldata.load_eval_domains = spy
+    try:
+        results = loop.run(load_config_file("glyphs", "smoke"), workdir, log=lambda *_: None)
+    finally:
+        evaldata.load_eval_domains = original
+    return workdir, results, calls
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Scheduling for ``pytest -n 2 --dist loadgroup`` (pytest-xdist; the README's test command):

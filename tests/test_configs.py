@@ -170,9 +170,10 @@ def test_every_inversion_and_replay_field_is_a_setting_once():
     from free_jax.inversion import InversionConfig
     from free_jax.meta.replay import ReplayConfig
     config = get_config("cifar_fs")
-    assert set(config.inversion) == {f.name for f in dataclasses.fields(InversionConfig)} - {"way", "strategy"}
+    # Run-wide settings live at the top; the device mesh is set from the run's devices, not a setting.
+    assert set(config.inversion) == {f.name for f in dataclasses.fields(InversionConfig)} - {"way", "strategy", "mesh"}
     assert set(config.replay) == {f.name for f in dataclasses.fields(ReplayConfig)} - {"way", "shot", "query",
-                                                                                          "strategy"}
+                                                                                          "strategy", "mesh"}
     config.inversion.fresh_steps, config.replay.inner_steps, config.query = 17, 3, 4
     step = step_config(config)
     assert (step.inversion.fresh_steps, step.replay.inner_steps, step.replay.query) == (17, 3, 4)

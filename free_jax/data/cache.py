@@ -18,6 +18,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from free_jax import distributed
+
 CACHE_ENV_VAR = "FREE_JAX_CACHE_DIR"
 _DATA_FILE = "data.npz"
 _MANIFEST_FILE = "manifest.json"
@@ -114,6 +116,8 @@ def cached_arrays(name: str, params: Mapping[str, Any],
     if arrays is not None:
         return arrays
     arrays = {k: np.asarray(v) for k, v in build().items()}
+    if not distributed.is_primary():   # multi-process runs: process 0 alone writes (it builds the same arrays)
+        return arrays
     try:
         _write_entry(path, params, arrays)
     except OSError as err:  # A read-only cache must not stop the caller.

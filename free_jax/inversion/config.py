@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Any, Literal
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +31,8 @@ class InversionConfig:
       fresh_steps, fresh_lr: per-teacher fresh-generator baseline (BiDf-MKD/TGR: 200 steps).
       pixel_steps, pixel_lr, pixel_lambda_tv, pixel_lambda_l2, pixel_lambda_bn: PURER-style
         pixel inversion (images are the parameters).
+      mesh: a ``tasks`` device mesh (``free_jax.sharding``) to split the teachers of a group
+        over, or None (one device).
     """
 
     way: int = 5
@@ -57,6 +59,7 @@ class InversionConfig:
     pixel_lambda_tv: float = 1.0
     pixel_lambda_l2: float = 1e-3
     pixel_lambda_bn: float = 0.01
+    mesh: Any = None
 
     def __post_init__(self):
         if self.meta_update not in ("fomaml", "reptile"):

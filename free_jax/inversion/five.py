@@ -39,6 +39,7 @@ from flax import struct
 from free_jax import augment, losses, models
 from free_jax.inversion.config import InversionConfig
 from free_jax.models.learner import MetaLearner
+from free_jax.sharding import masked_sum, split_over_tasks
 from free_jax.vectorize import map_leading
 from free_jax.zoo.group import TeacherGroup
 
@@ -290,7 +291,9 @@ def _adapt_one(gen_params, teacher_variables, teacher_mean, teacher_std, z, key,
 def adapt_generator(gen_params, group: TeacherGroup, z: jnp.ndarray, targets: jnp.ndarray,
                     key: jax.Array, config: InversionConfig,
                     meta_learner: MetaLearner | None = None, k: int | None = None) -> AdaptResult:
-    """FIVE on the T teachers of one group, vectorised with ``config.strategy``.
+    """FIVE on the T teachers of one group, vectorised with ``config.strategy``, split over the
+    devices of ``config.mesh`` if any (``free_jax.sharding.split_over_tasks``; the meta-gradient
+    is summed per device, then over devices).
 
     Args:
       gen_params: the meta-generator φ (shared starting point of every teacher).
@@ -305,13 +308,19 @@ def adapt_generator(gen_params, group: TeacherGroup, z: jnp.ndarray, targets: jn
     """
     k = config.k if k is None else k
     keys = jax.random.split(key, group.size)
-    fn = lambda variables, mean, std, codes, teacher_key: _adapt_one(
-        gen_params, variables, mean, std, codes, teacher_key, targets=targets,
-        module=group.module, image_shape=tuple(group.image_shape), config=config,
-        meta_learner=meta_learner, k=k)
-    phi, images, confidence, meta_grads, parts = map_leading(
-        fn, group.variables, group.mean, group.std, z, keys, strategy=config.strategy)
-    meta_grad = jax.tree_util.tree_map(lambda leaf: jnp.sum(leaf, axis=0), meta_grads)
+
+    def body(stacked, mask, shared):
+        """This device's teachers (all of them on one device); the meta-gradient summed over them."""
+        gen_params, targets, meta_learner = shared
+        fn = lambda variables, mean, std, codes, teacher_key: _adapt_one(
+            gen_params, variables, mean, std, codes, teacher_key, targets=targets,
+            module=group.module, image_shape=tuple(group.image_shape), config=config,
+            meta_learner=meta_learner, k=k)
+        phi, images, confidence, meta_grads, parts = map_leading(fn, *stacked, strategy=config.strategy)
+        return (phi, images, confidence, parts), masked_sum(meta_grads, mask)
+
+    (phi, images, confidence, parts), meta_grad = split_over_tasks(
+        body, (group.variables, group.mean, group.std, z, keys), config.mesh, (gen_params, targets, meta_learner))
     metrics = {name: jnp.mean(value) for name, value in parts.items()}
     return AdaptResult(adapted_params=phi, images=images, confidence=confidence,
                        meta_grad=meta_grad, metrics=metrics)

@@ -20,15 +20,18 @@ meta-batches in a row — capped at R. Meta-batch ``i`` draws its tasks with
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from free_jax import memory
 from free_jax.data.task import Task
 from free_jax.meta import maml
 from free_jax.models.learner import MetaLearner
+from free_jax.sharding import split_over_tasks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +48,7 @@ class ReplayConfig:
     inner_lr: float = 0.01
     first_order: bool = False
     strategy: str = "auto"
+    mesh: Any = None           # a ``tasks`` mesh (free_jax.sharding) to split each meta-batch's tasks over
 
 
 def replay_batch(meta_learner: MetaLearner, opt_state, optimizer: optax.GradientTransformation,
@@ -54,13 +58,28 @@ def replay_batch(meta_learner: MetaLearner, opt_state, optimizer: optax.Gradient
         g = ∇_θ Σ_tasks L_query(θ − α ∇_θ L_support(θ) …)   (``inner_steps`` SGD steps, α = inner_lr),
 
     and one step of the persistent outer optimiser. Returns (params, opt_state, metrics) with the
-    meta-batch's mean query ``loss`` and ``accuracy``.
+    meta-batch's mean query ``loss`` and ``accuracy``. With ``config.mesh`` the tasks are split
+    over its devices: each samples and adapts its share, the gradients are summed over devices.
     """
-    tasks = Task(*memory.sample_tasks(bank, jax.random.fold_in(key, index), config.tasks_per_batch,
-                                      config.way, config.shot, config.query))
     params = meta_learner.params
-    grads, metrics = maml.meta_gradient(meta_learner.logits_fn(), params, tasks, config.inner_steps,
-                                        config.inner_lr, config.first_order, strategy=config.strategy)
+    task_keys = jax.random.split(jax.random.fold_in(key, index), config.tasks_per_batch)
+
+    def body(local_keys, mask, shared):
+        """This device's tasks, sampled here from the replicated bank; ∇_θ of their (masked) loss sum."""
+        meta_learner, bank = shared
+        tasks = Task(*memory.sample_tasks_with_keys(bank, local_keys, config.way, config.shot, config.query))
+
+        def loss(params):
+            total, (losses, accuracies) = maml.meta_batch_loss(
+                meta_learner.logits_fn(), params, tasks, config.inner_steps, config.inner_lr, config.first_order,
+                strategy=config.strategy)
+            return (total if mask is None else jnp.sum(jnp.where(mask, losses, 0))), (losses, accuracies)
+
+        (_, per_task), grads = jax.value_and_grad(loss, has_aux=True)(meta_learner.params)
+        return per_task, grads
+
+    (losses, accuracies), grads = split_over_tasks(body, task_keys, config.mesh, (meta_learner, bank))
+    metrics = {"loss": jnp.mean(losses), "accuracy": jnp.mean(accuracies)}
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, metrics
 
@@ -124,7 +143,8 @@ def replay_on_host(run_batch, carry, config: ReplayConfig):
     loss_sum = accuracy_sum = 0.0
     best, since_best, count = -1.0, 0, 0
     while count < config.batches:
-        carry, metrics = run_batch(carry, jnp.asarray(count, jnp.int32))
+        # A numpy index: the same on every process, so a multi-process run passes it without a check.
+        carry, metrics = run_batch(carry, np.int32(count))
         loss_sum, accuracy_sum, count = loss_sum + metrics["loss"], accuracy_sum + metrics["accuracy"], count + 1
         if config.patience > 0:
             best, since_best = _patience_update(best, since_best, metrics["accuracy"])

@@ -15,13 +15,15 @@ from free_jax.zoo import data_options_config, default_config as zoo_default_conf
 # Settings of the jitted step that the run config holds once, at its top level, for every part.
 _SHARED_INVERSION_FIELDS = ("way", "strategy")
 _SHARED_REPLAY_FIELDS = ("way", "shot", "query", "strategy")
+# Fields set from the run's devices (``free_jax.sharding.with_mesh``), not settings.
+_RUNTIME_FIELDS = ("mesh",)
 
 
 def _dataclass_section(cls, shared: tuple[str, ...]) -> ml_collections.ConfigDict:
     """The fields of the frozen dataclass ``cls`` (with its defaults) other than ``shared``: the
     defaults live in the dataclass only, and a field added there is a ``--config`` setting at once."""
     return ml_collections.ConfigDict({f.name: getattr(cls(), f.name) for f in dataclasses.fields(cls)
-                                      if f.name not in shared})
+                                      if f.name not in shared + _RUNTIME_FIELDS})
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -67,6 +69,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.replay = _dataclass_section(ReplayConfig, _SHARED_REPLAY_FIELDS)            # BELL's MAML replay
     c.bank_capacity, c.bank_dtype = 400, "uint8"
     c.strategy = "auto"                 # per-teacher / per-task mapping (free_jax.vectorize)
+    c.num_devices = 0                   # devices of the 'tasks' mesh (free_jax.sharding): 0 = all, 1 = one
+    c.scale_with_devices = False        # weak scaling: teachers_per_iteration, tasks_per_batch × devices
     c.self_check = True                 # on accelerators: stop if the jitted meta-gradient ≠ eager (meta/selfcheck.py)
 
     c.eval = ml_collections.ConfigDict(dict(
@@ -118,7 +122,7 @@ def step_config(config: ml_collections.ConfigDict) -> StepConfig:
 def _from_section(cls, name: str, section, **shared):
     """``cls(**section, **shared)``; a field ``cls`` does not have, or one set in both, is a clear error."""
     values = dict(section.to_dict() if hasattr(section, "to_dict") else section)
-    known = {f.name for f in dataclasses.fields(cls)}
+    known = {f.name for f in dataclasses.fields(cls)} - set(_RUNTIME_FIELDS)
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"--config.{name} has no setting {unknown}; its settings are {sorted(known - set(shared))}")
@@ -184,3 +188,6 @@ def shrink_for_smoke(c, *, num_teachers: int = 3, iterations: int = 3, teachers_
     c.replay.update(tasks_per_batch=2, batches=2, inner_steps=2)
     c.eval.update(every=1, val_episodes=4, test_episodes=4, query=3, steps=2)
     c.checkpoint_every, c.grid_every, c.bank_capacity = 1, 2, 20
+    # One device: a plumbing run on CPU (where tests force 4 devices, a mesh would pad 2 teachers and
+    # tasks to 4); tests/test_mesh.py runs the mesh, experiments/device_check.sh on accelerators.
+    c.num_devices = 1

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from free_jax import data as data_lib, evaluation
+from free_jax import data as data_lib, evaluation, sharding
 from free_jax.data.base import SplitData
 
 
@@ -44,7 +44,8 @@ def load_eval_domains(config, split: str, shots, num_episodes: int) -> list[Eval
         episodes = {shot: evaluation.make_episodes(loaded, num_episodes, config.way, shot, config.eval.query,
                                                    seed=config.eval.seed + 1000 * shot)
                     for shot in shots}
-        domains.append(EvalDomain(name, jnp.asarray(resize_uint8(loaded.images, config.image_size)), episodes))
+        images = jnp.asarray(resize_uint8(loaded.images, config.image_size))
+        domains.append(EvalDomain(name, sharding.replicate(images, sharding.config_mesh(config)), episodes))
     return domains
 
 
@@ -53,10 +54,12 @@ def evaluate_domains(meta_learner, domains, shot: int, config,
     """Per-domain results for ``shot``-shot episodes, plus "mean" (the mean over domains) if several.
 
     ``progress(domain, episodes_done, num_episodes)`` is called as each compiled chunk finishes."""
+    mesh = sharding.config_mesh(config)       # episodes split over config.num_devices devices
     results = {d.name: evaluation.evaluate(meta_learner, d.images, d.episodes[shot], config.eval.steps,
                                            config.eval.lr, config.eval.chunk_size or None, config.strategy,
                                            image_shape=(config.image_size, config.image_size, d.images.shape[-1]),
-                                           progress=None if progress is None else functools.partial(progress, d.name))
+                                           progress=None if progress is None else functools.partial(progress, d.name),
+                                           mesh=mesh)
                for d in domains}
     if len(results) > 1:
         accuracies = np.mean([r.accuracies for r in results.values()], axis=0)

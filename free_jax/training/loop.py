@@ -16,14 +16,13 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from free_jax import checkpointing
+from free_jax import checkpointing, distributed, sharding
 from free_jax.inversion import invert
 from free_jax.inversion.grid import inversion_rows, recovered_grid_png
 from free_jax.meta.selfcheck import check_strategy
 from free_jax.progress import ProgressLine
-from free_jax.training import evaldata, methods, results as results_lib
+from free_jax.training import evaldata, hosts, methods, results as results_lib
 from free_jax.training.config import step_config, zoo_config
-from free_jax.training.logging import MetricsWriter
 from free_jax.training.run_setup import (
     meta_learner_input,
     random_init_meta_learner,
@@ -32,7 +31,7 @@ from free_jax.training.run_setup import (
 )
 from free_jax.training.step import PhaseTimer, run_phases
 from free_jax.training.validate import validate_config
-from free_jax.training.workdir import kill_point, workdir_lock
+from free_jax.training.workdir import kill_point
 from free_jax.zoo import build_or_load_zoo
 
 
@@ -79,10 +78,11 @@ def run(config, workdir: str | Path, *, log=print, on_evaluation=None) -> dict:
     ``on_evaluation(step, meta_learner)``, if given, is called after each meta-validation (e.g. to
     meta-test every evaluated meta-learner: experiments/compare.py's compatibility figure)."""
     validate_config(config)
+    config = sharding.scale_with_devices(config, sharding.config_mesh(config))   # weak scaling, if asked
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
-    with workdir_lock(workdir):
-        return _run_locked(config, workdir, log=log, on_evaluation=on_evaluation)
+    with hosts.lock(workdir):                    # multi-process: process 0 locks, logs and writes files
+        return _run_locked(config, workdir, log=hosts.log_function(log), on_evaluation=on_evaluation)
 
 
 def first_of_its_kind(step: int, start: int, warmup: int) -> bool:
@@ -120,7 +120,8 @@ def finished_results(config, workdir: Path) -> dict | None:
 
 
 def _run_locked(config, workdir: Path, *, log, on_evaluation=None) -> dict:
-    step_cfg = step_config(config)
+    mesh = sharding.config_mesh(config)      # teachers, replay tasks, episodes split over its devices
+    step_cfg = sharding.with_mesh(step_config(config), mesh)
     finished = finished_results(config, workdir)
     if finished is not None:
         log(f"[free] {workdir} already holds this run, finished at iteration {config.iterations}: "
@@ -133,7 +134,8 @@ def _run_locked(config, workdir: Path, *, log, on_evaluation=None) -> dict:
     # Before the zoo: a query count the val classes cannot supply fails in seconds, not after pre-training.
     val_domains = evaldata.load_eval_domains(config, "val", (config.shot,), config.eval.val_episodes)
     zoo_path = Path(config.zoo_path or workdir / "zoo")
-    zoo = build_or_load_zoo(str(zoo_path), zoo_config(config))
+    zoo = distributed.primary_first(lambda: build_or_load_zoo(str(zoo_path), zoo_config(config)), "zoo")
+    sharding.validate_device_counts(config, mesh, log)
     zoo.check_compatible(way=config.way, datasets=config.datasets, path=zoo_path)
 
     # No training image past this point, except the oracle's own (method oracle_maml: not data-free).
@@ -146,8 +148,8 @@ def _run_locked(config, workdir: Path, *, log, on_evaluation=None) -> dict:
         return _meta_test_and_report(config, workdir, selected, (image_shape, mean, std), -1.0, 0, PhaseTimer(), 0,
                                      log)
     # The oracle replays real meta-train tasks (not data-free); the other methods, the state's bank.
-    replay_bank = methods.real_task_bank(config) if method.real_tasks else None
-    abstract = jax.eval_shape(make_state)
+    replay_bank = sharding.replicate(methods.real_task_bank(config), mesh) if method.real_tasks else None
+    abstract = sharding.replicated_abstract(jax.eval_shape(make_state), mesh)
     checkpoints = checkpointing.TrainingCheckpoints(workdir / "checkpoints", config.keep_checkpoints)
     best_val, best_step = -1.0, -1
     if checkpoints.latest_step() is not None:
@@ -160,18 +162,19 @@ def _run_locked(config, workdir: Path, *, log, on_evaluation=None) -> dict:
         best_val, best_step = meta["best_val"], meta["best_step"]
         log(f"[free] resumed from iteration {int(state.step)} in {workdir}")
     else:
-        state = make_state()
+        state = sharding.replicate(make_state(), mesh)
     start = int(state.step)
 
-    writer = MetricsWriter(workdir, start)
-    progress = ProgressLine(config.iterations, start, name="free", unit="iterations", rate_unit="it")
+    writer = hosts.metrics_writer(workdir, start)
+    progress = ProgressLine(config.iterations, start, name="free", unit="iterations", rate_unit="it",
+                            stream=hosts.progress_stream())
     sample_key = jax.random.fold_in(jax.random.key(config.seed), 7)
     timed = PhaseTimer()
 
     for step in range(start, config.iterations):
         warmup = step < config.warmup
         teacher_ids = zoo.sample_ids(jax.random.fold_in(sample_key, step), config.teachers_per_iteration)
-        groups = zoo.select(teacher_ids)
+        groups = sharding.replicate(zoo.select(teacher_ids), mesh)
         state, metrics = run_phases(state, groups, step_cfg, warmup, timer=timed, bank=replay_bank)
         if (step + 1) % config.log_every == 0 or step + 1 == config.iterations:
             values = {k: float(v) for k, v in metrics.items()}
@@ -207,6 +210,7 @@ def _run_locked(config, workdir: Path, *, log, on_evaluation=None) -> dict:
             progress.restart(done)
     progress.newline()
     writer.close()
+    distributed.check_replicas_agree(state, "the final training state")
 
     selected = state.meta_learner
     best = checkpoints.restore_best(abstract.meta_learner.params)
@@ -223,10 +227,11 @@ def _meta_test_and_report(config, workdir: Path, selected, learner_input, best_v
     ``learner_input``: the meta-learner's (image_shape, mean, std)."""
     test_domains = evaldata.load_eval_domains(config, "test", tuple(config.eval.test_shots), config.eval.test_episodes)
     random_init = random_init_meta_learner(config, *learner_input)
-    tests = meta_test(selected, random_init, test_domains, config, timed)
+    tests = meta_test(selected, random_init, test_domains, config, timed, stream=hosts.progress_stream())
     report = results_lib.build_report(config, tests, best_val, best_step, timed.seconds, start)
-    (workdir / "results.md").write_text(report["markdown"])
-    (workdir / "results.json").write_text(json.dumps(report["json"], indent=2, allow_nan=False))
+    if distributed.is_primary():
+        (workdir / "results.md").write_text(report["markdown"])
+        (workdir / "results.json").write_text(json.dumps(report["json"], indent=2, allow_nan=False))
     log(report["markdown"])
     return report["json"]
 
@@ -268,4 +273,5 @@ def _write_grid(state, groups, teacher_ids, step_cfg, path: Path) -> None:
     images, labels, confidences, keys, titles = inversion_rows(
         result.per_group_images, result.per_group_labels, result.per_group_confidence,
         np.asarray(result.targets), teacher_ids)
-    recovered_grid_png(images, labels, confidences, path, row_titles=titles, row_keys=keys)
+    if distributed.is_primary():      # every process computes the grid (one program over all devices)
+        recovered_grid_png(images, labels, confidences, path, row_titles=titles, row_keys=keys)
