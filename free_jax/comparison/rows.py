@@ -7,11 +7,9 @@ once everything is done, ``row.json``. A row whose ``row.json`` records the same
 config, protocol settings, episode digests) is finished: it is read back, not trained or evaluated
 again.
 
-Methods: ``random`` is evaluated here (the random-init meta-learner of
-``run_setup.random_init_meta_learner``; nothing is trained). Every other method is the training
-loop's: trained by ``loop.run`` with ``config.method`` set, or, if its registry
-(``free_jax.training.methods``) marks it untrained (e.g. ``average``), built by that registry. A
-method the installed training loop does not know is refused before any work.
+Methods are the training loop's (``free_jax.training.methods``): a trained one is run by
+``loop.run`` with ``config.method`` set; an untrained one (``random``, ``average``) is built by that
+module from the run's random init. An unknown method is refused before any work.
 """
 from __future__ import annotations
 
@@ -24,12 +22,10 @@ import numpy as np
 
 from free_jax import checkpointing
 from free_jax.comparison import protocols
-from free_jax.training import loop, results as results_lib
+from free_jax.training import loop, methods, results as results_lib
 from free_jax.training.evaluate_saved import load_saved_meta_learner
 from free_jax.training.run_setup import meta_learner_input, random_init_meta_learner
 from free_jax.zoo.store import Zoo
-
-UNTRAINED = ("random",)    # evaluated by the comparison itself
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,44 +49,21 @@ def row_config(base, row: Row, zoo_path: Path):
     return config
 
 
-def _registry():
-    """The training loop's method registry (``free_jax.training.methods``), or None where this
-    free_jax has none (its loop then trains only ``free``)."""
-    try:
-        from free_jax.training import methods
-    except ImportError:
-        return None
-    return methods
-
-
 def check_method(config) -> None:
-    """Refuses a method nobody can run here: ``random`` (the comparison's own) or one the training
-    loop knows (``free_jax.training.methods`` where it exists; otherwise only ``free``)."""
-    if config.method in UNTRAINED:
-        return
-    registry = _registry()
-    if registry is None:
-        if config.method != "free":
-            raise ValueError(f"method {config.method!r}: this free_jax's training loop (free_jax.training.loop) "
-                             f"trains only 'free'; the comparison itself evaluates {UNTRAINED}")
-        return
-    registry.method_of(config)       # ValueError naming the valid methods
+    """Refuses a method the training loop does not know (ValueError naming the valid ones)."""
+    methods.method_of(config)
 
 
 def trains(config) -> bool:
-    """Whether the row's meta-learner is trained (random init and a registry's untrained methods are not)."""
-    if config.method in UNTRAINED:
-        return False
-    registry = _registry()
-    return True if registry is None else registry.method_of(config).trains
+    """Whether the row's meta-learner is trained (random init and the teacher average are not)."""
+    return methods.method_of(config).trains
 
 
 def untrained_meta_learner(config, zoo: Zoo):
-    """The meta-learner of an untrained method: random init (``run_setup.random_init_meta_learner``),
-    or what the registry builds from it (e.g. the teacher average with a random head)."""
+    """The meta-learner of an untrained method (``free_jax.training.methods.untrained_meta_learner``),
+    built from the run's random init (``run_setup.random_init_meta_learner``)."""
     image_shape, mean, std = meta_learner_input(config, zoo.specs)
-    initial = random_init_meta_learner(config, image_shape, mean, std)
-    return initial if config.method in UNTRAINED else _registry().untrained_meta_learner(config, zoo, initial)
+    return methods.untrained_meta_learner(config, zoo, random_init_meta_learner(config, image_shape, mean, std))
 
 
 @dataclasses.dataclass
