@@ -54,6 +54,20 @@ def load_config_file(name: str, arg: str = ""):
     return module.get_config(arg)
 
 
+def glyph_smoke_config(zoo_path, **overrides):
+    """``glyphs:smoke`` on the zoo at ``zoo_path``, with ``overrides`` by dotted name
+    (``iterations=2``, ``**{"inversion.k": 3}``)."""
+    config = load_config_file("glyphs", "smoke")
+    config.zoo_path = str(zoo_path)
+    for name, value in overrides.items():
+        target = config
+        *parents, leaf = name.split(".")
+        for parent in parents:
+            target = target[parent]
+        target[leaf] = value
+    return config
+
+
 @pytest.fixture(scope="session")
 def glyph_smoke_run(tmp_path_factory):
     """One whole ``glyphs:smoke`` FREE run shared by every test that inspects a finished run

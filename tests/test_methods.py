@@ -4,7 +4,6 @@ One zoo serves every end-to-end run (``config.zoo_path``); runs are one warm-up 
 iteration of the glyph smoke config, so each method's programs compile once at tiny shapes.
 """
 import json
-import sys
 from pathlib import Path
 
 import jax
@@ -25,23 +24,14 @@ from free_jax.training.validate import validate_config
 from free_jax.zoo.spec import TeacherSpec, group_name
 from free_jax.zoo.store import Zoo
 
+from conftest import glyph_smoke_config
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments" / "configs"))
-import glyphs as glyph_configs  # noqa: E402
 
 
 def smoke_config(method: str, zoo_path, **overrides):
     """glyphs:smoke with ``method``, the shared zoo, one warm-up and one full iteration, no grids."""
-    config = glyph_configs.get_config("smoke")
-    config.method, config.zoo_path = method, str(zoo_path)
-    config.iterations, config.grid_every = 2, 0
-    for name, value in overrides.items():
-        target = config
-        *parents, leaf = name.split(".")
-        for parent in parents:
-            target = target[parent]
-        target[leaf] = value
-    return config
+    return glyph_smoke_config(zoo_path, method=method, iterations=2, grid_every=0, **overrides)
 
 
 # ----------------------------------------------------------------------------- errors

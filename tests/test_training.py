@@ -23,6 +23,8 @@ from free_jax.training.state import init_state
 from free_jax.zoo.group import TeacherGroup
 from free_jax.zoo.store import Zoo
 
+from conftest import glyph_smoke_config as smoke_config
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments" / "configs"))
 import glyphs as glyph_configs  # noqa: E402
 
@@ -92,17 +94,6 @@ def test_align_phase_uses_the_configured_inner_optimizer():
     with pytest.raises(ValueError, match=r"align_optimizer='lbfgs'; choose one of \('adam', 'sgd'\)"):
         dataclasses.replace(config, align_optimizer="lbfgs")
 
-
-def smoke_config(zoo_path, **overrides):
-    config = glyph_configs.get_config("smoke")
-    config.zoo_path = str(zoo_path)
-    for name, value in overrides.items():
-        target = config
-        *parents, leaf = name.split(".")
-        for parent in parents:
-            target = target[parent]
-        target[leaf] = value
-    return config
 
 
 @pytest.fixture(scope="module")
