@@ -38,8 +38,8 @@ def test_smoke_comparison_writes_everything_shares_episodes_and_reuses_finished_
     for name in ("val_curves.png", "recovery_speed.png"):
         assert (output / name).read_bytes()[:8] == PNG_MAGIC
     rows = payload["rows"]
-    assert [(r["row"]["method"], r["row"]["seed"]) for r in rows] == [("free", 0), ("free", 1), ("random", 0),
-                                                                        ("random", 1)]
+    assert [(r["row"]["method"], r["row"]["seed"]) for r in rows] == [("free", 0), ("random", 0), ("free", 1),
+                                                                        ("random", 1)]   # seed-major
     # Every row was scored on the same episodes: the digests each row recorded are equal, and so are
     # the episode counts of their per-episode accuracies.
     records = [json.loads((output / "rows" / f"{m}_seed{s}_1shot" / "row.json").read_text())

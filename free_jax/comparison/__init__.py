@@ -19,8 +19,8 @@ __all__ = ["Row", "run_comparison"]
 
 
 def plan(methods, seeds, shots) -> list[Row]:
-    """Rows in run order: shot-major, then method, then seed."""
-    return [Row(method, int(seed), int(shot)) for shot in shots for method in methods for seed in seeds]
+    """Rows in run order: seed-major, then shot, then method (a stopped comparison has whole seeds)."""
+    return [Row(method, int(seed), int(shot)) for seed in seeds for shot in shots for method in methods]
 
 
 def run_comparison(base, output: str | Path, *, methods=("free", "random"), seeds=(0, 1, 2), shots=(1, 5),
@@ -47,12 +47,9 @@ def run_comparison(base, output: str | Path, *, methods=("free", "random"), seed
         check_method(config)
         validate_config(config)
     zoo = build_or_load_zoo(str(output / "zoo"), zoo_config(base))
-    records, digests = [], {}
-    for shot in shots:
-        eval_sets = load_eval_sets(base, int(shot), cross_domains)
-        digests[f"{shot}shot"] = eval_sets.digests
-        for row in (r for r in rows if r.shot == shot):
-            records.append(run_row(base, row, output, zoo, eval_sets, grid, compat=compat, log=log))
+    eval_sets = {int(shot): load_eval_sets(base, int(shot), cross_domains) for shot in shots}
+    digests = {f"{shot}shot": sets.digests for shot, sets in eval_sets.items()}
+    records = [run_row(base, row, output, zoo, eval_sets[row.shot], grid, compat=compat, log=log) for row in rows]
     for record in records:           # every row (also reused ones) was scored on today's episodes
         shot = record["row"]["shot"]
         if record["fingerprint"]["episodes"] != digests[f"{shot}shot"]:

@@ -178,6 +178,20 @@ def use_glyph_cpu_demo(c, datasets=("glyphs",), num_teachers: int = 20) -> None:
     c.checkpoint_every, c.grid_every = 20, 60
 
 
+def use_glyph_cpu_table(c) -> None:
+    """The comparison table of the README's "Results" (experiments/compare.py, 6 methods × 3 seeds ×
+    1 and 5 shots within about 2 hours on 2 CPU cores): the demo's zoo, generator and replay at
+    16×16 glyphs (convolutions ≈ 3× cheaper than at 28×28), 40 iterations with meta-validation
+    every 10 on 50 episodes, 200 meta-test episodes, and 50-step per-teacher baselines (the
+    paper's 200 steps would make each baseline row ≈ 4× longer than a FREE row on this CPU)."""
+    c.data_options.update(image_size=16, channels=1)
+    c.image_size = 16
+    c.iterations = 40
+    c.inversion.update(fresh_steps=50, pixel_steps=50)
+    c.eval.update(every=10, val_episodes=50, test_episodes=200)
+    c.checkpoint_every, c.grid_every = 10, 40
+
+
 def shrink_for_smoke(c, *, num_teachers: int = 3, iterations: int = 3, teachers_per_iteration: int = 2) -> None:
     """A seconds-to-minutes plumbing run: width-8 teachers trained 1 epoch, a tiny generator and
     replay, 3-step baseline recoveries, 4 evaluation episodes, a checkpoint and meta-validation every iteration."""
