@@ -3,15 +3,20 @@
   python experiments/train_free.py --config=experiments/configs/glyphs.py --workdir=runs/glyphs
 
 Arguments after ':' (comma-separated): ``smoke`` (seconds-long plumbing check), ``5shot``
-(5-shot replay and validation), ``full`` (the paper's settings: 32×32×3, 100 teachers, 1000 iterations), ``table`` (the CPU
-comparison table of the README's "Results": 16×16 glyphs, 40 iterations, 50 meta-val and 200
-meta-test episodes, 50-step fresh-generator and pixel baselines).
+(5-shot replay and validation), ``full`` (the paper's settings: 32×32×3, 100 teachers, 1000
+iterations), ``table`` (the CPU comparison table of the README's "Results": 16×16 glyphs, 40
+iterations, 50 meta-val and 200 meta-test episodes, 50-step fresh-generator and pixel baselines).
 The default is the CPU demo: 28×28×1 glyphs, a 20-teacher zoo, small generator; on 2 CPU
 cores it pre-trains the zoo, trains FREE, and evaluates 1- and 5-shot meta-test; the README's
 quick-start command (fresh install included) took 13.5 minutes.
 """
-from free_jax.training.config import (base_config, parse_options, shrink_for_smoke, use_glyph_cpu_demo,
-                                     use_glyph_cpu_table)
+from free_jax.training.config import (
+    base_config,
+    parse_options,
+    shrink_for_smoke,
+    use_glyph_cpu_demo,
+    use_glyph_cpu_table,
+)
 
 
 def get_config(arg: str = ""):

@@ -166,7 +166,7 @@ def _run_locked(config, workdir: Path, *, log, on_evaluation=None) -> dict:
     start = int(state.step)
 
     writer = hosts.metrics_writer(workdir, start)
-    progress = ProgressLine(config.iterations, start, name="free", unit="iterations", rate_unit="it",
+    progress = ProgressLine(config.iterations, start, name=config.method, unit="iterations", rate_unit="it",
                             stream=hosts.progress_stream())
     sample_key = jax.random.fold_in(jax.random.key(config.seed), 7)
     timed = PhaseTimer()
