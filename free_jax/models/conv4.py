@@ -3,6 +3,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from free_jax.models.batchnorm import BatchNorm, BNMode
+from free_jax.models.conv import Conv
 from free_jax.models.layers import max_pool_2x2
 
 
@@ -27,7 +28,7 @@ class Conv4(nn.Module):
         if min(x.shape[1:3]) < 16:
             raise ValueError(f"Conv4 needs images of at least 16×16 (four 2× poolings), got {x.shape[1:3]}")
         for _ in range(4):
-            x = nn.Conv(self.width, (3, 3), padding="SAME", use_bias=False)(x)
+            x = Conv(self.width, (3, 3), padding="SAME", use_bias=False)(x)
             x = BatchNorm()(x, bn_mode)
             x = nn.relu(x)
             x = max_pool_2x2(x)

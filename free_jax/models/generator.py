@@ -3,6 +3,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from free_jax.models.batchnorm import BatchNorm
+from free_jax.models.conv import Conv
 from free_jax.models.layers import upsample_nearest_2x
 
 
@@ -31,10 +32,10 @@ class Generator(nn.Module):
         x = x.reshape(z.shape[0], init_size, init_size, 2 * self.ngf)
         x = BatchNorm()(x, "batch")
         x = upsample_nearest_2x(x)
-        x = nn.Conv(2 * self.ngf, (3, 3), padding=1, use_bias=False)(x)
+        x = Conv(2 * self.ngf, (3, 3), padding=1, use_bias=False)(x)
         x = nn.leaky_relu(BatchNorm()(x, "batch"), 0.2)
         x = upsample_nearest_2x(x)
-        x = nn.Conv(self.ngf, (3, 3), padding=1, use_bias=False)(x)
+        x = Conv(self.ngf, (3, 3), padding=1, use_bias=False)(x)
         x = nn.leaky_relu(BatchNorm()(x, "batch"), 0.2)
-        x = nn.Conv(self.channels, (3, 3), padding=1)(x)
+        x = Conv(self.channels, (3, 3), padding=1)(x)
         return nn.sigmoid(x)

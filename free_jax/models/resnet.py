@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from free_jax.models.batchnorm import BatchNorm, BNMode
+from free_jax.models.conv import Conv
 
 
 class BasicBlock(nn.Module):
@@ -21,12 +22,12 @@ class BasicBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, bn_mode: BNMode) -> jnp.ndarray:
         shortcut = x
-        y = nn.Conv(self.features, (3, 3), strides=self.stride, padding=1, use_bias=False)(x)
+        y = Conv(self.features, (3, 3), strides=self.stride, padding=1, use_bias=False)(x)
         y = nn.relu(BatchNorm()(y, bn_mode))
-        y = nn.Conv(self.features, (3, 3), padding=1, use_bias=False)(y)
+        y = Conv(self.features, (3, 3), padding=1, use_bias=False)(y)
         y = BatchNorm()(y, bn_mode)
         if self.stride != 1 or x.shape[-1] != self.features:
-            shortcut = nn.Conv(self.features, (1, 1), strides=self.stride, use_bias=False)(x)
+            shortcut = Conv(self.features, (1, 1), strides=self.stride, use_bias=False)(x)
             shortcut = BatchNorm()(shortcut, bn_mode)
         return nn.relu(y + shortcut)
 
@@ -40,7 +41,7 @@ class ResNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, bn_mode: BNMode = "batch") -> jnp.ndarray:
-        x = nn.Conv(self.width, (3, 3), padding=1, use_bias=False)(x)
+        x = Conv(self.width, (3, 3), padding=1, use_bias=False)(x)
         x = nn.relu(BatchNorm()(x, bn_mode))
         for stage, num_blocks in enumerate(self.blocks_per_stage):
             for block in range(num_blocks):

@@ -1,0 +1,129 @@
+"""The convolution every model layer uses: ``lax.conv_general_dilated`` with a backward pass
+that XLA:CPU runs fast inside loops.
+
+Why (BENCHMARKS.md, "Convolutions inside loops"): XLA:CPU runs JAX's own convolution
+gradients as fast library calls in straight-line code, but inside a ``lax.scan``/``while``
+body it emits them as naive loops, 20-90× slower (Conv4-sized, 64 channels, batch 50 at
+16×16: kernel gradient 1.32 s vs 18 ms, input gradient 29 ms vs 3.2 ms). JAX writes both
+gradients as convolutions with permuted dimension numbers (for the input gradient the kernel's
+in/out roles swapped, for the kernel gradient the batch axis contracted as a feature), and in
+a loop body XLA:CPU does not re-layout those operands. Here the same sums are written so
+that it does not have to:
+
+  input gradient:   dx = conv(g, flip(W)ᵀ) (kernel flipped in space, in/out swapped,
+                    padding K - 1 - p) for stride 1, itself through this function, so that
+                    second derivatives stay loop-friendly too; for other strides JAX's
+                    transposed convolution of a forward convolution on the kernel physically
+                    swapped to (H, W, O, I), so that it reads a kernel laid out as (H, W, in, out);
+  kernel gradient:  dW[h, w, i, o] = Σ_{b, y, x} x̃[b, s·y + h, s·x + w, i] · g[b, y, x, o]
+                    (x̃: x zero-padded, s: stride) by im2col on the CPU: the K_h·K_w strided
+                    windows of x̃ stacked, one contraction with g (14 ms in and out of
+                    loops, faster than JAX's 18 ms even in straight-line code). On other
+                    backends JAX's own rule (the vendor convolution library) is kept.
+
+The values are the same sums (float64 agreement to rounding, tests/test_models.py), and
+every order of derivative is exact: the backward pass is itself differentiable JAX, so
+second-order MAML differentiates through it. Forward-mode (``jax.jvp``) is not available
+through a custom VJP; nothing in free_jax uses it. Convolutions outside the common case
+(dilations, feature groups, other dimension orders) keep JAX's own kernel gradient.
+"""
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count=1, batch_group_count=1, precision=None,
+                         preferred_element_type=None):
+    """``lax.conv_general_dilated`` (same arguments, same values) with the loop-friendly VJP above.
+
+    Pass it to Flax as ``nn.Conv(..., conv_general_dilated=conv_general_dilated)``.
+    """
+    dims = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+    strides = tuple(int(s) for s in window_strides)
+    if isinstance(padding, str):
+        spatial_in = [lhs.shape[d] for d in dims.lhs_spec[2:]]
+        window = [rhs.shape[d] for d in dims.rhs_spec[2:]]
+        padding = lax.padtype_to_pads(spatial_in, window, strides, padding)
+    static = (("window_strides", strides),
+              ("padding", tuple((int(lo), int(hi)) for lo, hi in padding)),
+              ("lhs_dilation", None if lhs_dilation is None else tuple(int(d) for d in lhs_dilation)),
+              ("rhs_dilation", None if rhs_dilation is None else tuple(int(d) for d in rhs_dilation)),
+              ("dimension_numbers", dims), ("feature_group_count", int(feature_group_count)),
+              ("batch_group_count", int(batch_group_count)), ("precision", precision),
+              ("preferred_element_type", preferred_element_type))
+    return _conv(static, lhs, rhs)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _conv(static, lhs, rhs):
+    return lax.conv_general_dilated(lhs, rhs, **dict(static))
+
+
+def _conv_fwd(static, lhs, rhs):
+    return _conv(static, lhs, rhs), (lhs, rhs)
+
+
+def _conv_bwd(static, residuals, g):
+    lhs, rhs = residuals
+    kwargs = dict(static)
+    dims = kwargs["dimension_numbers"]
+    out_axis, in_axis = dims.rhs_spec[0], dims.rhs_spec[1]
+    swapped_dims = lax.ConvDimensionNumbers(dims.lhs_spec, (in_axis, out_axis, *dims.rhs_spec[2:]), dims.out_spec)
+    swapped_kernel = jnp.swapaxes(rhs, out_axis, in_axis)
+    plain = _is_plain_nhwc(lhs, rhs, kwargs)
+    if plain and set(kwargs["window_strides"]) == {1} and _transpose_padding(rhs.shape[:2], kwargs["padding"]):
+        # stride 1: dx = conv(g, flip(W)ᵀ) padded by K - 1 - p, through this module again so its
+        # own derivatives (second-order MAML) are loop-friendly as well
+        flipped = jnp.swapaxes(jnp.flip(rhs, (0, 1)), 2, 3)
+        input_grad = conv_general_dilated(g, flipped, (1, 1), _transpose_padding(rhs.shape[:2], kwargs["padding"]),
+                                          dimension_numbers=_NHWC, precision=kwargs["precision"])
+    else:
+        swapped_kwargs = dict(kwargs, dimension_numbers=swapped_dims)
+        _, input_vjp = jax.vjp(lambda x: lax.conv_general_dilated(x, swapped_kernel, **swapped_kwargs), lhs)
+        input_grad = input_vjp(g)[0]
+    if jax.default_backend() == "cpu" and plain:
+        kernel_grad = _kernel_grad_nhwc(lhs, g, kwargs, rhs.shape[:2])
+    else:
+        _, kernel_vjp = jax.vjp(lambda w: lax.conv_general_dilated(lhs, w, **kwargs), rhs)
+        kernel_grad = kernel_vjp(g)[0]
+    return input_grad.astype(lhs.dtype), kernel_grad.astype(rhs.dtype)
+
+
+def _transpose_padding(kernel_shape, padding):
+    """Padding (K - 1 - lo, K - 1 - hi) per spatial axis of the stride-1 input gradient; None if negative."""
+    pads = tuple((k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(kernel_shape, padding))
+    return pads if all(lo >= 0 and hi >= 0 for lo, hi in pads) else None
+
+
+_conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def _is_plain_nhwc(lhs, rhs, kwargs) -> bool:
+    undilated = lambda d: d is None or set(d) == {1}
+    return (lhs.ndim == 4 and kwargs["dimension_numbers"] == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
+            and kwargs["feature_group_count"] == 1 and kwargs["batch_group_count"] == 1
+            and undilated(kwargs["lhs_dilation"]) and undilated(kwargs["rhs_dilation"]))
+
+
+def _kernel_grad_nhwc(lhs, g, kwargs, kernel_shape):
+    """dW (module docstring) by im2col: the K_h·K_w strided windows of the padded input stacked,
+    then one contraction over (b, y, x) with g: (K_h, K_w, I, O)."""
+    k_h, k_w = kernel_shape
+    (s_h, s_w), (_, out_h, out_w, _) = kwargs["window_strides"], g.shape
+    padded = jnp.pad(lhs, ((0, 0), *kwargs["padding"], (0, 0)))
+    windows = jnp.stack([padded[:, i: i + s_h * (out_h - 1) + 1: s_h, j: j + s_w * (out_w - 1) + 1: s_w, :]
+                         for i in range(k_h) for j in range(k_w)], axis=3)                  # (B, Y, X, K_h·K_w, I)
+    grad = jnp.einsum("byxki,byxo->kio", windows, g, precision=kwargs["precision"])
+    return grad.reshape(k_h, k_w, *grad.shape[1:])
+
+
+Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
+Conv.__doc__ = """``flax.linen.Conv`` with the loop-friendly gradient (same parameters and names, ``Conv_<i>``)."""
