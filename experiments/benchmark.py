@@ -1,6 +1,6 @@
 """Runs benchmark suites and writes their figures to BENCHMARKS.md.
 
-  python experiments/benchmark.py --suites=maml,pooling,zoo,inversion,free,methods [--small]
+  python experiments/benchmark.py --suites=maml,pooling,convloop,zoo,inversion,free,methods [--small]
   python experiments/benchmark.py --suites=scaling     # 1/2/4 forced CPU devices, 1/2 processes (alone!)
 
 Each suite is ``free_jax.benchmarks.<name>.run(small: bool) -> str`` (a markdown body); the
@@ -12,7 +12,7 @@ from absl import app, flags
 
 from free_jax.benchmarks import harness
 
-SUITES = ("maml", "pooling", "zoo", "inversion", "free", "methods", "scaling")
+SUITES = ("maml", "pooling", "convloop", "zoo", "inversion", "free", "methods", "scaling")
 
 _SUITES = flags.DEFINE_list("suites", list(SUITES), f"Suites to run, any of {SUITES}.")
 _SMALL = flags.DEFINE_bool("small", False, "Tiny shapes: checks the suites run, figures not meaningful.")

@@ -1,7 +1,8 @@
-"""The maml, pooling, free and inversion benchmark suites run end to end at tiny shapes (figures not meaningful)."""
+"""The maml, pooling, convloop, free and inversion benchmark suites run end to end at tiny shapes
+(figures not meaningful)."""
 import pytest
 
-from free_jax.benchmarks import free, inversion, maml, pooling
+from free_jax.benchmarks import convloop, free, inversion, maml, pooling
 
 
 @pytest.mark.slow  # several minutes: each phase/arm compiles its own program
@@ -35,3 +36,15 @@ def test_inversion_suite_small_compares_meta_and_fresh_per_unseen_teacher():
     rows = [line for line in body.splitlines() if line.startswith("| 3 |")]   # the unseen teacher
     assert len(rows) == 1 and rows[0].count("|") == 10
     assert "recovered images/s" in body
+
+
+def test_convloop_suite_small_times_both_gradients_both_ways_and_they_agree():
+    body = convloop.run(small=True)
+    rows = [line.split("|")[1:-1] for line in body.splitlines() if line.startswith("| ") and "gradient |" in line
+            and "written as" not in line]
+    assert {(row[0].strip(), row[1].strip()) for row in rows} == {
+        (gradient, form) for gradient in ("kernel gradient", "input gradient")
+        for form in ("JAX's rule", "free_jax.models.conv")}
+    for row in rows:
+        if row[1].strip() == "free_jax.models.conv":
+            assert float(row[5]) < 1e-4
