@@ -11,6 +11,8 @@ import pytest
 from free_jax import checkpointing
 from free_jax.training.evaluate_saved import evaluate_saved
 
+from conftest import FAST_COMPILE_FLAGS
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -75,8 +77,7 @@ def test_latest_state_and_configuration_mismatch(saved_run):
 @pytest.mark.slow
 def test_binary_prints_per_domain_results(saved_run):
     workdir, _ = saved_run
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    env.pop("XLA_FLAGS", None)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": FAST_COMPILE_FLAGS}   # one device, -O0
     completed = subprocess.run(
         [sys.executable, str(ROOT / "experiments" / "evaluate.py"),
          f"--config={ROOT / 'experiments' / 'configs' / 'glyphs.py'}:smoke", f"--workdir={workdir}",
