@@ -38,6 +38,8 @@ _RECOVERY = flags.DEFINE_bool("recovery_figure", True,
 _RECOVERY_TEACHERS = flags.DEFINE_integer("recovery_teachers", 3, "Zoo teachers in the recovery-speed figure.")
 _RECOVERY_DRAWS = flags.DEFINE_integer("recovery_draws", 2, "Latent-code draws per teacher in that figure.")
 _RECOVERY_STEPS = flags.DEFINE_integer("recovery_fresh_steps", 200, "Steps of the fresh generator in that figure.")
+_REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Train and score nothing: write the tables and figures of the "
+                                 "rows finished so far (e.g. while the comparison runs in another process).")
 
 
 def main(argv):
@@ -55,7 +57,8 @@ def main(argv):
     run_comparison(_CONFIG.value, _OUTPUT.value, methods=_METHODS.value, seeds=seeds, shots=shots, lrs=lrs,
                    steps=steps, cross_domains=[d for d in _CROSS.value if d], compat=_COMPAT.value,
                    recovery_figure=_RECOVERY.value, recovery_teachers=_RECOVERY_TEACHERS.value,
-                   recovery_draws=_RECOVERY_DRAWS.value, recovery_fresh_steps=_RECOVERY_STEPS.value)
+                   recovery_draws=_RECOVERY_DRAWS.value, recovery_fresh_steps=_RECOVERY_STEPS.value,
+                   report_only=_REPORT_ONLY.value)
 
 
 if __name__ == "__main__":

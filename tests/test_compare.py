@@ -82,6 +82,19 @@ def test_smoke_comparison_writes_everything_shares_episodes_and_reuses_finished_
     assert {p: p.stat().st_mtime_ns for p in output.glob("rows/*/row.json")} == mtimes
     assert sorted(str(p) for p in output.glob("rows/*/checkpoints/**/*")) == checkpoint_files
 
+    # --report_only on a comparison with an unfinished row: the table of the finished rows, the missing
+    # row named, nothing trained or scored.
+    (output / "rows" / "free_seed1_1shot" / "row.json").unlink()
+    monkeypatch.setattr(loop, "run", lambda *a, **k: pytest.fail("report_only trained a row"))
+    monkeypatch.setattr(protocols, "score", lambda *a, **k: pytest.fail("report_only scored a row"))
+    partial = run_comparison(load_config_file("glyphs", "smoke"), output, log=lambda *_: None, report_only=True,
+                             **SMOKE)
+    assert partial["rows_not_finished"] == ["free_seed1_1shot"] and len(partial["rows"]) == 3
+    free = next(e for e in partial["summary"] if e["method"] == "free")
+    assert free["seeds"] == [0] and free["paper"]["seed_sd"] is None
+    markdown = (output / "comparison.md").read_text()
+    assert "Partial table" in markdown and "free_seed1_1shot" in markdown and "(one seed)" in markdown
+
 
 def test_tune_chooses_on_validation_only_and_can_pick_a_non_default_lr(monkeypatch):
     """A toy: validation episodes favour lr 0.3, test episodes favour the paper's lr 0.01."""

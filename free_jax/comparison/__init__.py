@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from free_jax.comparison import plots, protocols, report, speed
-from free_jax.comparison.rows import Row, check_method, load_eval_sets, row_config, run_row
+from free_jax.comparison.rows import Row, check_method, finished_record, load_eval_sets, row_config, run_row
 from free_jax.training.config import zoo_config
 from free_jax.training.validate import validate_config
 from free_jax.zoo import build_or_load_zoo
@@ -26,7 +26,7 @@ def plan(methods, seeds, shots) -> list[Row]:
 def run_comparison(base, output: str | Path, *, methods=("free", "random"), seeds=(0, 1, 2), shots=(1, 5),
                    lrs=(0.01, 0.03, 0.1, 0.3), steps=(10, 20), cross_domains=(), compat: bool = True,
                    recovery_figure: bool = True, recovery_teachers: int = 3, recovery_draws: int = 2,
-                   recovery_fresh_steps: int = 200, log=print) -> dict:
+                   recovery_fresh_steps: int = 200, report_only: bool = False, log=print) -> dict:
     """Runs the comparison; returns comparison.json's content.
 
     Args:
@@ -37,6 +37,8 @@ def run_comparison(base, output: str | Path, *, methods=("free", "random"), seed
       cross_domains: datasets whose meta-test the meta-learners are also scored on (both protocols).
       compat: meta-test at every evaluation during training (the compatibility figure).
       recovery_figure: FIVE vs fresh generator recovery curves from the first ``free`` row.
+      report_only: train and score nothing: the tables and figures of the rows finished so far
+        (a running or stopped comparison's partial table; the rows not finished are listed).
     """
     output = Path(output).absolute()
     output.mkdir(parents=True, exist_ok=True)
@@ -49,31 +51,44 @@ def run_comparison(base, output: str | Path, *, methods=("free", "random"), seed
     zoo = build_or_load_zoo(str(output / "zoo"), zoo_config(base))
     eval_sets = {int(shot): load_eval_sets(base, int(shot), cross_domains) for shot in shots}
     digests = {f"{shot}shot": sets.digests for shot, sets in eval_sets.items()}
-    records = [run_row(base, row, output, zoo, eval_sets[row.shot], grid, compat=compat, log=log) for row in rows]
+    if report_only:
+        found = {row: finished_record(base, row, output, eval_sets[row.shot], grid, compat=compat) for row in rows}
+        records, missing = [r for r in found.values() if r is not None], [row.name for row, r in found.items()
+                                                                           if r is None]
+        if not records:
+            raise ValueError(f"--report_only: no row of this comparison has finished in {output / 'rows'} "
+                             "(with these settings); run it without --report_only first")
+    else:
+        records = [run_row(base, row, output, zoo, eval_sets[row.shot], grid, compat=compat, log=log)
+                   for row in rows]
+        missing = []
     for record in records:           # every row (also reused ones) was scored on today's episodes
         shot = record["row"]["shot"]
         if record["fingerprint"]["episodes"] != digests[f"{shot}shot"]:
             raise RuntimeError(f"row {record['row']} was scored on other episodes than this comparison's")
 
     summary = report.summarize(records, cross_domains)
-    (output / "comparison.md").write_text(report.markdown(summary, base, grid, digests, cross_domains, records))
+    (output / "comparison.md").write_text(report.markdown(summary, base, grid, digests, cross_domains, records,
+                                                          missing))
     (output / "comparison.csv").write_text(report.csv_text(summary, cross_domains))
     plots.val_curves(records, output / "val_curves.png")
     recovery = None
     free_rows = [r for r in rows if r.method == "free"]
-    if recovery_figure and free_rows:
+    if recovery_figure and free_rows and free_rows[0].name not in missing:
         recovery = _recovery(base, free_rows[0], output, zoo, recovery_teachers, recovery_draws,
-                             recovery_fresh_steps, log)
+                             recovery_fresh_steps, log, measure=not report_only)
     payload = {"summary": summary, "episodes": digests, "grid": [s.as_dict() for s in grid],
                "rows": [{k: v for k, v in r.items() if k != "fingerprint"} for r in records],
-               "recovery_speed": recovery}
+               "recovery_speed": recovery, "rows_not_finished": missing}
     (output / "comparison.json").write_text(json.dumps(payload, indent=1, allow_nan=False))
     log((output / "comparison.md").read_text())
     return payload
 
 
-def _recovery(base, row: Row, output: Path, zoo, teachers: int, draws: int, fresh_steps: int, log):
-    """The recovery-speed figure (cached in recovery_speed.json for the same row and settings)."""
+def _recovery(base, row: Row, output: Path, zoo, teachers: int, draws: int, fresh_steps: int, log,
+              measure: bool = True):
+    """The recovery-speed figure (cached in recovery_speed.json for the same row and settings;
+    ``measure=False``: only from that cache)."""
     path = output / "recovery_speed.json"
     wanted = {"row": row.name, "draws": draws, "fresh_steps": fresh_steps}
     try:
@@ -83,6 +98,9 @@ def _recovery(base, row: Row, output: Path, zoo, teachers: int, draws: int, fres
     if cached and {k: cached.get(k) for k in wanted} == wanted and len(cached["teachers"]) == min(
             teachers, len(zoo)):
         data = cached
+    elif not measure:
+        log("[compare] recovery speed: not measured yet (--report_only draws only a cached figure)")
+        return None
     else:
         log(f"[compare] recovery speed: FIVE ({row.name}) vs fresh generator on {teachers} zoo teachers")
         data = speed.measure(base, row, output, zoo, teachers=teachers, draws=draws, fresh_steps=fresh_steps)

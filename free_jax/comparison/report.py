@@ -26,7 +26,7 @@ def _pooled(records, pick) -> dict | None:
         return None
     per_seed = [r["mean"] for r in results]
     mean, ci95 = confidence_interval(np.mean([r["accuracies"] for r in results], axis=0))
-    sd = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else 0.0
+    sd = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else None
     return {"mean": mean, "ci95": ci95, "seed_sd": sd, "per_seed": per_seed}
 
 
@@ -66,7 +66,8 @@ def summarize(records: list[dict], cross_domains=()) -> list[dict]:
 def _cell(stats) -> str:
     if stats is None:
         return "—"
-    return f"{stats['mean']:.2f} ± {stats['ci95']:.2f} (sd {stats['seed_sd']:.2f})"
+    spread = "one seed" if stats["seed_sd"] is None else f"sd {stats['seed_sd']:.2f}"
+    return f"{stats['mean']:.2f} ± {stats['ci95']:.2f} ({spread})"
 
 
 def _seconds(value) -> str:
@@ -110,7 +111,7 @@ def row_lines(records) -> list[str]:
     return lines
 
 
-def markdown(summary, config, grid, digests, cross_domains=(), records=()) -> str:
+def markdown(summary, config, grid, digests, cross_domains=(), records=(), missing=()) -> str:
     paper = f"{config.eval.steps} SGD steps at lr {config.eval.lr}"
     grid_text = ", ".join(f"(lr {s.lr:g}, {s.steps})" for s in grid)
     lines = [f"## Comparison of methods — {'+'.join(config.datasets)}, {config.way}-way",
@@ -132,6 +133,9 @@ def markdown(summary, config, grid, digests, cross_domains=(), records=()) -> st
         chosen = "; ".join(f"{s['lr']:g}, {s['steps']}" for s in e["tuned_settings"])
         lines.append(f"| {e['method']} | {config.way}-way {e['shot']}-shot (trained {e['shot']}-shot) | "
                      f"{len(e['seeds'])} | {_cell(e['paper'])} | {_cell(e['tuned'])} | {chosen} |")
+    if missing:
+        lines += ["", f"**Partial table:** {len(missing)} row(s) of this comparison have not finished and are not "
+                  f"in it: {', '.join(missing)}."]
     lines += [""] + ranking_notes(summary, cross_domains)
     if cross_domains:
         lines += ["", f"### Cross-domain: trained on {'+'.join(config.datasets)}, evaluated on meta-test of "

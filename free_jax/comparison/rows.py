@@ -169,6 +169,12 @@ def _evaluation_points(row_dir: Path, upto: int | None) -> list[dict]:
     return [points[k] for k in sorted(points)]
 
 
+def finished_record(base, row: Row, output: Path, eval_sets: EvalSets, grid, *, compat: bool = True) -> dict | None:
+    """The record of ``row`` if it finished earlier with these settings and episodes, else None (nothing runs)."""
+    config = row_config(base, row, output / "zoo")
+    return finished_row(output / "rows" / row.name, fingerprint(config, grid, eval_sets, compat))
+
+
 def run_row(base, row: Row, output: Path, zoo: Zoo, eval_sets: EvalSets, grid, *, compat: bool = True,
             log=print) -> dict:
     """Trains (or reuses) ``row`` and scores it under both protocols; returns and writes its record."""
@@ -200,6 +206,8 @@ def run_row(base, row: Row, output: Path, zoo: Zoo, eval_sets: EvalSets, grid, *
                       timing=_timing(results, config),
                       compat=[e for e in evaluations if "test_mean" in e] if compat else None)
     paper = protocols.paper_setting(config)
+    log(f"[compare] {row.name}: scoring: tuning on meta-val ({len(grid)} settings), then meta-test under both "
+        f"protocols" + (f" and on {', '.join(eval_sets.cross)}" if eval_sets.cross else ""))
     chosen, val_grid = protocols.tune(learner, eval_sets.val, row.shot, config, grid)
     record["paper"] = {"setting": paper.as_dict(),
                        "val": _result(protocols.score(learner, eval_sets.val, row.shot, config, paper)),
