@@ -1,9 +1,11 @@
 """Map a function over a leading axis with the strategy the backend runs fastest.
 
 Per-task weights (teachers, adapted fast weights, per-teacher generators) make ``jax.vmap``
-turn convolutions into grouped convolutions, which XLA:CPU runs ~10× slower than a Python loop
-unrolled inside jit; ``lax.map`` (a scan) gives convolutions non-default layouts, ~4× slower
-on CPU (BENCHMARKS.md, maml suite). GPUs normally favour vmap. "auto" picks per backend.
+turn convolutions into grouped convolutions, which XLA:CPU runs ~6× slower than a Python loop
+unrolled inside jit; ``lax.map`` (a scan) ran ~10× slower until the models' convolutions got
+loop-friendly gradients (``free_jax.models.conv``) and is now 1.3× slower than the loop for a
+10-task second-order meta-batch, with a 5× shorter compile (BENCHMARKS.md, maml suite). GPUs
+normally favour vmap. "auto" picks per backend.
 
 Every strategy computes the same numbers: tests/test_strategy_parity.py checks each phase of FREE
 under "loop", "vmap" and "lax_map", jitted, against the eager loop in float64 (≤ 1e-9 relative),

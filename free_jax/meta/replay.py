@@ -13,9 +13,11 @@ meta-batches in a row — capped at R. Meta-batch ``i`` draws its tasks with
   the fused ``free_iteration``;
 - ``replay_on_host``: one jitted ``replay_batch`` per meta-batch from a Python loop (what the
   training loop runs, ``free_jax.training.step.replay_phase``). On XLA:CPU a meta-batch inside
-  the scan measured 6.8× slower than the same meta-batch as its own jitted program (27.8 s vs
-  4.1 s, BENCHMARKS.md), because loop bodies get non-default convolution layouts; the host loop
-  costs one dispatch per meta-batch.
+  the scan once measured 6.8× slower than the same meta-batch as its own jitted program (27.8 s
+  vs 4.1 s), because XLA:CPU ran JAX's convolution gradients slowly in loop bodies; the models'
+  convolutions now have loop-friendly gradients (``free_jax.models.conv``, BENCHMARKS.md
+  "convloop"), which brought a scanned MAML inner loop level with the unrolled one; the replay
+  scan itself has not been re-timed. The host loop costs one dispatch per meta-batch.
 """
 from __future__ import annotations
 
