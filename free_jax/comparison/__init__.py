@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jax
+
 from free_jax.comparison import plots, protocols, report, speed
 from free_jax.comparison.rows import Row, check_method, finished_record, load_eval_sets, row_config, run_row
 from free_jax.training.config import zoo_config
@@ -59,9 +61,14 @@ def run_comparison(base, output: str | Path, *, methods=("free", "random"), seed
             raise ValueError(f"--report_only: no row of this comparison has finished in {output / 'rows'} "
                              "(with these settings); run it without --report_only first")
     else:
-        records = [run_row(base, row, output, zoo, eval_sets[row.shot], grid, compat=compat, log=log)
-                   for row in rows]
-        missing = []
+        records, missing = [], []
+        for row in rows:
+            records.append(run_row(base, row, output, zoo, eval_sets[row.shot], grid, compat=compat, log=log))
+            # Every compiled program stays loaded in jit's in-memory caches; a whole table's worth
+            # exhausted XLA:CPU's code memory ("LLVM ERROR: Unable to allocate section memory",
+            # after 4 glyph-table rows). Drop them between rows: the next row loads what it shares
+            # with this one from the persistent compilation cache.
+            jax.clear_caches()
     for record in records:           # every row (also reused ones) was scored on today's episodes
         shot = record["row"]["shot"]
         if record["fingerprint"]["episodes"] != digests[f"{shot}shot"]:
