@@ -179,11 +179,12 @@ def use_glyph_cpu_demo(c, datasets=("glyphs",), num_teachers: int = 20) -> None:
 
 
 def use_glyph_cpu_table(c) -> None:
-    """The comparison table of the README's "Results" (experiments/compare.py, 6 methods × 3 seeds ×
-    1 and 5 shots within about 2 hours on 2 CPU cores): the demo's zoo, generator and replay at
-    16×16 glyphs (convolutions ≈ 3× cheaper than at 28×28), 40 iterations with meta-validation
-    every 10 on 50 episodes, 200 meta-test episodes, and 50-step per-teacher baselines (the
-    paper's 200 steps would make each baseline row ≈ 4× longer than a FREE row on this CPU)."""
+    """The comparison table of the README's "Results" (experiments/compare.py): the demo's zoo,
+    generator and replay at 16×16 glyphs (convolutions ≈ 3× cheaper than at 28×28), 40 iterations
+    with meta-validation every 10 on 50 episodes, 200 meta-test episodes, and 50-step per-teacher
+    baselines (200 steps would make each fresh-generator row ≈ 4× longer). Planned for 2 hours on
+    2 CPU cores; measured 2026-12-01: rows of 4-15 minutes, about 6 hours for 6 methods × 3 seeds ×
+    1 and 5 shots (README "Results")."""
     c.data_options.update(image_size=16, channels=1)
     c.image_size = 16
     c.iterations = 40
