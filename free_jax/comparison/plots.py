@@ -37,7 +37,7 @@ def val_curves(records: list[dict], path: Path) -> None:
         groups.setdefault((record["row"]["method"], record["row"]["shot"]), []).append(record)
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
     for (method, shot), rows in groups.items():
-        label = f"{method} ({shot}-shot, {len(rows)} seeds)"
+        label = f"{method} ({shot}-shot, {len(rows)} seed{'' if len(rows) == 1 else 's'})"
         if not rows[0]["trained"]:
             level = np.mean([r["paper"]["val"]["mean"] for r in rows])
             for axis in axes:
