@@ -16,7 +16,7 @@ meta-batches in a row — capped at R. Meta-batch ``i`` draws its tasks with
   the scan once measured 6.8× slower than the same meta-batch as its own jitted program (27.8 s
   vs 4.1 s), because XLA:CPU ran JAX's convolution gradients slowly in loop bodies; the models'
   convolutions now have loop-friendly gradients (``free_jax.models.conv``, BENCHMARKS.md
-  "convloop"), which brought a scanned MAML inner loop level with the unrolled one; the replay
+  "Convolutions inside loops"), which brought a scanned MAML inner loop level with the unrolled one; the replay
   scan itself has not been re-timed. The host loop costs one dispatch per meta-batch.
 """
 from __future__ import annotations
