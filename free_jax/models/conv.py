@@ -3,7 +3,7 @@ that XLA:CPU runs fast inside loops.
 
 Why (BENCHMARKS.md, "Convolutions inside loops"): XLA:CPU runs JAX's own convolution
 gradients as fast library calls in straight-line code, but inside a ``lax.scan``/``while``
-body it emits them as naive loops, 20-90× slower (Conv4-sized, 64 channels, batch 50 at
+body it emits them as naive loops, 9-72× slower (Conv4-sized, 64 channels, batch 50 at
 16×16: kernel gradient 1.32 s vs 18 ms, input gradient 29 ms vs 3.2 ms). JAX writes both
 gradients as convolutions with permuted dimension numbers (for the input gradient the kernel's
 in/out roles swapped, for the kernel gradient the batch axis contracted as a feature), and in
