@@ -74,18 +74,20 @@ def _conv_fwd(static, lhs, rhs):
 def _conv_bwd(static, residuals, g):
     lhs, rhs = residuals
     kwargs = dict(static)
-    dims = kwargs["dimension_numbers"]
-    out_axis, in_axis = dims.rhs_spec[0], dims.rhs_spec[1]
-    swapped_dims = lax.ConvDimensionNumbers(dims.lhs_spec, (in_axis, out_axis, *dims.rhs_spec[2:]), dims.out_spec)
-    swapped_kernel = jnp.swapaxes(rhs, out_axis, in_axis)
     plain = _is_plain_nhwc(lhs, rhs, kwargs)
-    if plain and set(kwargs["window_strides"]) == {1} and _transpose_padding(rhs.shape[:2], kwargs["padding"]):
+    transpose_padding = _transpose_padding(rhs.shape[:2], kwargs["padding"])
+    if plain and set(kwargs["window_strides"]) == {1} and transpose_padding:
         # stride 1: dx = conv(g, flip(W)ᵀ) padded by K - 1 - p, through this module again so its
         # own derivatives (second-order MAML) are loop-friendly as well
         flipped = jnp.swapaxes(jnp.flip(rhs, (0, 1)), 2, 3)
-        input_grad = conv_general_dilated(g, flipped, (1, 1), _transpose_padding(rhs.shape[:2], kwargs["padding"]),
-                                          dimension_numbers=_NHWC, precision=kwargs["precision"])
+        input_grad = conv_general_dilated(g, flipped, (1, 1), transpose_padding, dimension_numbers=_NHWC,
+                                          precision=kwargs["precision"])
     else:
+        dims = kwargs["dimension_numbers"]
+        out_axis, in_axis = dims.rhs_spec[0], dims.rhs_spec[1]
+        swapped_dims = lax.ConvDimensionNumbers(dims.lhs_spec, (in_axis, out_axis, *dims.rhs_spec[2:]),
+                                                dims.out_spec)
+        swapped_kernel = jnp.swapaxes(rhs, out_axis, in_axis)
         swapped_kwargs = dict(kwargs, dimension_numbers=swapped_dims)
         _, input_vjp = jax.vjp(lambda x: lax.conv_general_dilated(x, swapped_kernel, **swapped_kwargs), lhs)
         input_grad = input_vjp(g)[0]
