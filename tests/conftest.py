@@ -3,17 +3,21 @@ import os
 
 # Must happen before jax initialises its backends: lets sharding tests use a 4-device mesh.
 #
-# The suite compiles XLA:CPU programs at LLVM -O0 (``--xla_backend_optimization_level=0``): the
-# HLO a test builds (JAX's trace and XLA's graph passes: the math) is the program users run; only
-# the machine code is less optimised, and the suite's programs are compile-bound (a glyph smoke
-# run: 72 s at -O0 against 108-123 s at the default level, same results; BENCHMARKS.md "Test
-# suite"). tests/test_default_optimisation.py reruns the exactness checks at the default level,
-# and FREE_JAX_TEST_XLA_OPT=default runs the whole suite there.
+# The suite compiles XLA:CPU programs with JAX's ``jax_disable_most_optimizations`` (LLVM -O0, no
+# expensive LLVM passes): the HLO a test builds (JAX's trace and XLA's graph passes: the math) is
+# the program users run; only the machine code is less optimised. Most tests are compile-bound (a
+# glyph smoke run: 72 s at -O0 against 108-123 s at the default level, same results; BENCHMARKS.md
+# "Test suite"); the few that run one program hundreds of times are marked ``optimised`` and
+# compile at the default level (the flag is read at each compilation; -O0 code runs 3-4× slower).
+# The variable is inherited by the binaries tests start as subprocesses.
+# tests/test_default_optimisation.py reruns the exactness checks at the default level, and
+# FREE_JAX_TEST_XLA_OPT=default runs the whole suite there.
 DEVICE_FLAGS = "--xla_force_host_platform_device_count=4"
-FAST_COMPILE_FLAGS = "" if os.environ.get("FREE_JAX_TEST_XLA_OPT") == "default" else \
-    "--xla_backend_optimization_level=0"
-os.environ.setdefault("XLA_FLAGS", f"{DEVICE_FLAGS} {FAST_COMPILE_FLAGS}".strip())
+FAST_COMPILE = os.environ.get("FREE_JAX_TEST_XLA_OPT") != "default"
+os.environ.setdefault("XLA_FLAGS", DEVICE_FLAGS)
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+if FAST_COMPILE:
+    os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 import pytest  # noqa: E402
 
@@ -76,6 +80,21 @@ def glyph_smoke_config(zoo_path, **overrides):
             target = target[parent]
         target[leaf] = value
     return config
+
+
+@pytest.fixture(autouse=True)
+def _optimisation_level(request):
+    """Tests marked ``optimised`` (compute-bound: one program run hundreds of times) compile at
+    XLA's default optimisation level; the rest at -O0 (see the top of this file)."""
+    if not (FAST_COMPILE and request.node.get_closest_marker("optimised")):
+        yield
+        return
+    import jax
+    jax.config.update("jax_disable_most_optimizations", False)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_disable_most_optimizations", True)
 
 
 @pytest.fixture(scope="session")

@@ -41,6 +41,7 @@ META_ITERATIONS = 300
 
 
 @pytest.mark.slow
+@pytest.mark.optimised     # 300 meta-iterations of one program: compute-bound
 def test_meta_generator_recovers_unseen_teacher_better_than_fresh_after_k_steps():
     split = load_split("glyphs", "train", image_size=16, channels=1)
     group, _ = pretrain_teachers(split, "conv4", 6, 5, 40, jax.random.key(0), width=16)

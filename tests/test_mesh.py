@@ -27,8 +27,6 @@ from free_jax.training import step as step_lib
 from free_jax.training.state import init_state
 from free_jax.zoo.group import TeacherGroup
 
-from conftest import FAST_COMPILE_FLAGS
-
 SHAPE = (16, 16, 1)
 REPO = Path(__file__).resolve().parents[1]
 
@@ -227,7 +225,7 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_two_processes_finish_a_smoke_run_with_equal_states_and_one_writer(tmp_path):
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count=2 {FAST_COMPILE_FLAGS}",
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
            "JAX_PLATFORMS": "cpu",
            "PYTHONPATH": str(REPO)}
     workdir, address = tmp_path / "run", f"localhost:{_free_port()}"

@@ -58,6 +58,7 @@ def test_pretrain_zoo_binary_smoke(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.optimised     # trains teachers for epochs: compute-bound
 def test_glyph_teachers_beat_chance_by_far(tmp_path):
     """Demo settings: 5-way Conv4 (width 32, batch 64, 20 epochs) on 28×28×1 glyphs; median ≥ 80 %.
 
