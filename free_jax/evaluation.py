@@ -77,7 +77,9 @@ def make_episodes(split: SplitData, num_episodes: int = 600, way: int = 5, shot:
     return EpisodeSet(np.asarray(indices), way, shot, query, seed)
 
 
-@functools.partial(jax.jit, static_argnames=("shot", "steps", "lr", "strategy", "mesh"))
+# ``lr`` is traced (one program serves every learning rate: a tuning grid of lrs compiles once per
+# step count); ``steps`` is static (it sets the unrolled loop's length).
+@functools.partial(jax.jit, static_argnames=("shot", "steps", "strategy", "mesh"))
 def _chunk_accuracies(meta_learner: MetaLearner, images, indices, shot, steps, lr, strategy, mesh=None):
     def body(local_indices, mask, shared):
         del mask  # padded episodes' accuracies are dropped by split_over_tasks
@@ -151,6 +153,7 @@ def evaluate(meta_learner: MetaLearner, images, episodes: EpisodeSet, steps: int
     if pad:
         indices = np.concatenate([indices, indices[np.arange(pad) % len(indices)]])
     place = jnp.asarray if mesh is None else (lambda chunk: sharding.replicate(chunk, mesh))
+    lr = float(lr)       # a weakly typed scalar: the learner's dtype (float32, or float64 under x64)
     chunks = [_chunk_accuracies(meta_learner, images, place(indices[i:i + chunk_size]),
                                 episodes.shot, steps, lr, strategy, mesh)
               for i in range(0, len(indices), chunk_size)]  # dispatched asynchronously

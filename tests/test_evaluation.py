@@ -62,3 +62,17 @@ def test_adaptation_beats_chance_and_chunking_does_not_change_results():
     again = evaluation.evaluate(learner, split.images, episodes, steps=10, lr=0.1, chunk_size=3, strategy="lax_map")
     np.testing.assert_allclose(result.accuracies, again.accuracies, atol=1e-4)
     assert result.accuracies.shape == (10,)
+
+
+def test_one_compiled_program_serves_every_learning_rate():
+    """A tuning grid of inner lrs compiles once per step count: lr is an argument of the program."""
+    split = colour_split()
+    episodes = evaluation.make_episodes(split, num_episodes=4, way=5, shot=1, query=2, seed=1)
+    learner = create_meta_learner(jax.random.key(0), "conv4", 5, (16, 16, 3), split.mean, split.std, width=8)
+    evaluation._chunk_accuracies.clear_cache()
+    results = [evaluation.evaluate(learner, split.images, episodes, steps=2, lr=lr) for lr in (0.0, 0.1, 0.3)]
+    assert evaluation._chunk_accuracies._cache_size() == 1
+    unadapted = evaluation.evaluate(learner, split.images, episodes, steps=0, lr=0.1)
+    np.testing.assert_array_equal(results[0].accuracies, unadapted.accuracies)   # lr 0 adapts nothing
+    assert results[1].accuracies.tolist() != results[0].accuracies.tolist() or \
+        results[2].accuracies.tolist() != results[0].accuracies.tolist()         # the lr is used
