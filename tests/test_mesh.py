@@ -195,15 +195,17 @@ WORKER = textwrap.dedent("""
     import importlib.util, sys
     from pathlib import Path
     from free_jax import distributed
-    address, process_id, workdir, zoo = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
-    distributed.initialize(address, 2, process_id)
+    address, processes, process_id = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    workdir, zoo, tag = Path(sys.argv[4]), sys.argv[5], sys.argv[6]
+    if processes > 1:
+        distributed.initialize(address, processes, process_id)
     from free_jax import checkpointing
     from free_jax.training import loop
 
     original = checkpointing.TrainingCheckpoints.save
     def save(self, step, state, metadata):        # each process's own copy of every state it saves
         original(self, step, state, metadata)
-        (workdir.parent / f"digest_{process_id}_{step}.txt").write_text(distributed.local_digest(state))
+        (workdir.parent / f"digest_{tag}_{process_id}_{step}.txt").write_text(distributed.local_digest(state))
     checkpointing.TrainingCheckpoints.save = save
 
     spec = importlib.util.spec_from_file_location("glyphs", "experiments/configs/glyphs.py")
@@ -213,7 +215,8 @@ WORKER = textwrap.dedent("""
     config.num_devices = 0                        # the smoke config's one device → all 4 of the 2 processes
     loop.run(config, workdir)
     print(f"process {process_id} of", __import__("jax").process_count(), "done", flush=True)
-    distributed.shutdown()
+    if processes > 1:
+        distributed.shutdown()
 """)
 
 
@@ -223,15 +226,19 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_processes_finish_a_smoke_run_with_equal_states_and_one_writer(tmp_path):
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-           "JAX_PLATFORMS": "cpu",
-           "PYTHONPATH": str(REPO)}
-    workdir, address = tmp_path / "run", f"localhost:{_free_port()}"
-    workers = [subprocess.Popen([sys.executable, "-c", WORKER, address, str(rank), str(workdir), str(tmp_path / "zoo")],
+def _launch(tmp_path, workdir: Path, tag: str, processes: int, devices_per_process: int, kill_at: str = ""):
+    """Runs WORKER as ``processes`` processes (2 iterations of the smoke config on one zoo); returns
+    [(returncode, output)] per process. ``kill_at``: FREE_JAX_KILL_AT for every process."""
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices_per_process}",
+           "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)}
+    env.pop("FREE_JAX_KILL_AT", None)
+    if kill_at:
+        env["FREE_JAX_KILL_AT"] = kill_at
+    address = f"localhost:{_free_port()}"
+    workers = [subprocess.Popen([sys.executable, "-c", WORKER, address, str(processes), str(rank), str(workdir),
+                                 str(tmp_path / "zoo"), tag],
                                 cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-               for rank in (0, 1)]
+               for rank in range(processes)]
     outputs = []
     try:
         for worker in workers:
@@ -240,14 +247,35 @@ def test_two_processes_finish_a_smoke_run_with_equal_states_and_one_writer(tmp_p
         for worker in workers:
             if worker.poll() is None:
                 worker.kill()
-    for rank, (worker, output) in enumerate(zip(workers, outputs)):
-        assert worker.returncode == 0, f"process {rank} failed:\n{output[-4000:]}"
+    return [(worker.returncode, output) for worker, output in zip(workers, outputs)]
+
+
+@pytest.mark.slow
+def test_two_processes_finish_a_smoke_run_with_equal_states_and_one_writer_and_resume_after_a_kill(tmp_path):
+    workdir = tmp_path / "run"
+    whole = _launch(tmp_path, workdir, "whole", 2, 2)
+    for rank, (returncode, output) in enumerate(whole):
+        assert returncode == 0, f"process {rank} failed:\n{output[-4000:]}"
         assert f"process {rank} of 2 done" in output
+    outputs = [output for _, output in whole]
     assert "FREE results" in outputs[0] and "FREE results" not in outputs[1]        # only process 0 logs
     steps = [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert sorted(set(steps)) == [0, 1] and steps.count(0) == 1                     # written once, not twice
     assert json.loads((workdir / "results.json").read_text())["test"]
     assert (workdir / "recovered_000002.png").is_file()
+    digest = lambda tag, rank, step: (tmp_path / f"digest_{tag}_{rank}_{step}.txt").read_text()
     for step in (1, 2):                                              # both processes saved the same state
-        digests = [(tmp_path / f"digest_{rank}_{step}.txt").read_text() for rank in (0, 1)]
-        assert digests[0] == digests[1], f"step {step}: the processes' states differ"
+        assert digest("whole", 0, step) == digest("whole", 1, step), f"step {step}: the processes' states differ"
+
+    # The same run killed (SIGKILL, both processes) right after its iteration-1 checkpoint, then
+    # resumed by ONE process holding the same 4 devices: Orbax restores the global arrays the two
+    # processes saved, and the run ends with the uninterrupted run's state, bit for bit.
+    killed = tmp_path / "killed"
+    for rank, (returncode, output) in enumerate(_launch(tmp_path, killed, "killed", 2, 2, "after_latest_save:1")):
+        assert returncode != 0 and "done" not in output, f"process {rank} was not killed:\n{output[-2000:]}"
+    assert not (killed / "results.json").exists() and not (tmp_path / "digest_killed_0_2.txt").exists()
+    [(returncode, output)] = _launch(tmp_path, killed, "resumed", 1, 4)
+    assert returncode == 0, output[-4000:]
+    assert "resum" in output.lower()
+    assert not (tmp_path / "digest_resumed_0_1.txt").exists()                      # iteration 1 was not redone
+    assert digest("resumed", 0, 2) == digest("whole", 0, 2), "the resumed run ended in another state"
