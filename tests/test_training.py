@@ -146,6 +146,37 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(uninterrupted, tmp_pat
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+def test_iteration_program_is_phased_on_cpu_and_fused_on_accelerators():
+    assert step_lib.iteration_program("auto", "cpu") == "phased"
+    assert step_lib.iteration_program("auto", "gpu") == step_lib.iteration_program("auto", "tpu") == "fused"
+    assert step_lib.iteration_program("fused", "cpu") == "fused"
+    assert step_lib.iteration_program("phased", "gpu") == "phased"
+    with pytest.raises(ValueError, match=r"iteration='one'; choose one of \('auto', 'fused', 'phased'\)"):
+        step_lib.iteration_program("one", "cpu")
+    config = smoke_config("unused")
+    config.iteration = "one"
+    with pytest.raises(ValueError, match=r"--config.iteration='one' is invalid"):
+        loop.run(config, "unused-workdir", log=lambda *_: None)
+
+
+@pytest.mark.slow
+def test_fused_program_trains_and_waits_for_the_device_only_at_logged_iterations(uninterrupted, tmp_path):
+    """``--config.iteration=fused`` (the accelerators' default) through the whole loop: one program
+    per iteration, timed as "iteration"; with log_every=4 over 4 iterations (warm-up 1) only the
+    compiling iterations (0: warm-up, 1: first full) and the logged last one wait for the device
+    and read their metrics; iteration 2 is neither timed nor logged."""
+    root, _, _ = uninterrupted
+    config = smoke_config(root / "run" / "zoo", iterations=4, log_every=4, iteration="fused")
+    results = loop.run(config, tmp_path, log=lambda *_: None)
+    phases = results["phase_seconds"]
+    assert set(phases) == {"iteration", "evaluation"} and phases["iteration"]["calls"] == 3
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines if "replay_loss" in line] == [3]
+    assert [line["step"] for line in lines if "val_accuracy" in line] == [1, 2, 3]
+    assert all(np.isfinite(line["replay_loss"]) for line in lines if "replay_loss" in line)
+    assert results["test"] and all(0.0 <= value["free"][0] <= 100.0 for value in results["test"].values())
+
+
 class TrainingImagesLoaded(RuntimeError):
     pass
 

@@ -41,9 +41,11 @@ class Row:
 
 def row_config(base, row: Row, zoo_path: Path):
     """The run config of ``row``: ``base`` with its method, seed and shot (training = evaluation
-    shot: a 5-shot row comes from 5-shot training) and the comparison's shared zoo."""
+    shot: a 5-shot row comes from 5-shot training) and the comparison's shared zoo. Rows run
+    phase by phase with every iteration timed: the table's recovery seconds are the recovery phase's."""
     config = base.copy_and_resolve_references()
     config.method, config.seed, config.shot = row.method, row.seed, row.shot
+    config.iteration, config.log_every = "phased", 1
     config.eval.test_shots = (row.shot,)
     config.zoo_path = str(zoo_path)
     return config

@@ -71,6 +71,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.strategy = "auto"                 # per-teacher / per-task mapping (free_jax.vectorize)
     c.num_devices = 0                   # devices of the 'tasks' mesh (free_jax.sharding): 0 = all, 1 = one
     c.scale_with_devices = False        # weak scaling: teachers_per_iteration, tasks_per_batch × devices
+    c.iteration = "auto"                # "fused": one program per iteration; "phased": one per phase, each
+    #                                     timed; "auto": phased on CPU (faster there), fused on accelerators
     c.self_check = True                 # on accelerators: stop if the jitted meta-gradient ≠ eager (meta/selfcheck.py)
 
     c.eval = ml_collections.ConfigDict(dict(

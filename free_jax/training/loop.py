@@ -29,7 +29,7 @@ from free_jax.training.run_setup import (
     state_constructor,
     train_metadata,
 )
-from free_jax.training.step import PhaseTimer, run_phases
+from free_jax.training.step import PhaseTimer, iteration_program, run_iteration
 from free_jax.training.validate import validate_config
 from free_jax.training.workdir import kill_point
 from free_jax.zoo import build_or_load_zoo
@@ -170,13 +170,17 @@ def _run_locked(config, workdir: Path, *, log, on_evaluation=None) -> dict:
                             stream=hosts.progress_stream())
     sample_key = jax.random.fold_in(jax.random.key(config.seed), 7)
     timed = PhaseTimer()
+    program = iteration_program(config.iteration, jax.default_backend())
 
     for step in range(start, config.iterations):
         warmup = step < config.warmup
         teacher_ids = zoo.sample_ids(jax.random.fold_in(sample_key, step), config.teachers_per_iteration)
         groups = sharding.replicate(zoo.select(teacher_ids), mesh)
-        state, metrics = run_phases(state, groups, step_cfg, warmup, timer=timed, bank=replay_bank)
-        if (step + 1) % config.log_every == 0 or step + 1 == config.iterations:
+        logged = (step + 1) % config.log_every == 0 or step + 1 == config.iterations
+        # Timed (a wait for the device) only at logged iterations and the compiling ones.
+        timer = timed if logged or first_of_its_kind(step, start, config.warmup) else None
+        state, metrics = run_iteration(state, groups, step_cfg, warmup, program, timer=timer, bank=replay_bank)
+        if logged:
             values = {k: float(v) for k, v in metrics.items()}
             _check_finite(step, values, checkpoints.directory)
             writer.write(step, values)

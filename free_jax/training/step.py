@@ -6,8 +6,10 @@ given), and the meta-training objective is BELL (alignment + replay), replay alo
 alone (``StepConfig.objective``); everything else is the same for every method.
 
 Each phase is a pure jitted function of the state; ``free_iteration`` is their composition in
-one jitted program. The training loop runs the phases one after the other so it can report
-the wall time of each; both paths compute the same numbers (tests/test_training.py).
+one jitted program. Both paths compute the same numbers (tests/test_training.py); the training
+loop picks one with ``iteration_program``: on CPU the phases one after the other (it reports the
+wall time of each, and the host-looped replay is faster there), on accelerators the fused
+program (one dispatch per iteration, no host round-trip between phases).
 Randomness: the iteration key ``fold_in(key, step)`` is split into (recovery, alignment, replay).
 """
 from __future__ import annotations
@@ -165,6 +167,19 @@ During warm-up only FIVE runs (no adversarial term, nothing stored, θ untouched
 recovery's warm-up iterations do nothing. ``bank``: replay's tasks (default the state's bank)."""
 
 
+ITERATION_PROGRAMS = ("auto", "fused", "phased")
+
+
+def iteration_program(choice: str, backend: str) -> str:
+    """"fused" or "phased" for ``choice`` (one of ITERATION_PROGRAMS) on ``backend``
+    (``jax.default_backend()``): "auto" fuses everywhere but on the CPU."""
+    if choice not in ITERATION_PROGRAMS:
+        raise ValueError(f"iteration={choice!r}; choose one of {ITERATION_PROGRAMS}")
+    if choice != "auto":
+        return choice
+    return "phased" if backend == "cpu" else "fused"
+
+
 class PhaseTimer:
     """``timer(name, fn)``: runs ``fn()``, waits for its arrays, and appends the wall seconds to
     ``timer.seconds[name]`` (the per-phase times of the training loop and the benchmark)."""
@@ -194,3 +209,15 @@ def run_phases(state: FreeState, groups, config: StepConfig, warmup: bool, timer
             state, replay_metrics = timer("replay", lambda: replay_phase(state, config, bank))
             metrics = {**metrics, **replay_metrics}
     return advance(state), metrics
+
+
+def run_iteration(state: FreeState, groups, config: StepConfig, warmup: bool, program: str, timer=None, bank=None):
+    """One iteration as ``program`` ("fused": ``free_iteration``, timed as the phase "iteration";
+    "phased": ``run_phases``, each phase timed), timed when ``timer`` is given; untimed, nothing
+    waits for the device, so the host prepares the next draw while the device computes."""
+    if program == "phased":
+        return run_phases(state, groups, config, warmup, timer=timer, bank=bank)
+    if program != "fused":
+        raise ValueError(f"program={program!r}; choose 'fused' or 'phased' (see iteration_program)")
+    run = lambda: free_iteration(state, groups, config, warmup=warmup, bank=bank)
+    return run() if timer is None else timer("iteration", run)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from free_jax import vectorize
 from free_jax.training.methods import META_OBJECTIVES, METHODS
+from free_jax.training.step import ITERATION_PROGRAMS
 
 _BANK_DTYPES = ("uint8", "bfloat16", "float32")
 
@@ -82,6 +83,7 @@ def validate_config(config) -> None:
     _require(config.zoo.num_teachers >= pairs, "zoo.num_teachers", config.zoo.num_teachers,
              f"at least one teacher per (dataset, architecture) pair, i.e. ≥ {pairs}")
     _require(config.bank_dtype in _BANK_DTYPES, "bank_dtype", config.bank_dtype, f"one of {_BANK_DTYPES}")
+    _require(config.iteration in ITERATION_PROGRAMS, "iteration", config.iteration, f"one of {ITERATION_PROGRAMS}")
     _require(config.strategy in vectorize.STRATEGIES, "strategy", config.strategy, f"one of {vectorize.STRATEGIES}")
     if config.inversion.images_per_class < config.shot + config.query:
         raise ValueError(f"--config.inversion.images_per_class={config.inversion.images_per_class} is smaller than "
