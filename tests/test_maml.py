@@ -29,6 +29,7 @@ def random_tasks(key, num_tasks, way=3, shot=2, query=3, size=16, channels=1):
     return maml.Task(images(keys[1], shot), labels(shot), images(keys[2], query), labels(query))
 
 
+@pytest.mark.optimised     # the exactness check every number rests on, in the machine code users run
 def test_second_order_gradient_matches_finite_differences_and_differs_from_first_order():
     with jax.enable_x64(True):
         learner = tiny_learner()
@@ -102,3 +103,30 @@ def test_sharded_meta_gradient_equals_single_device():
     chex.assert_trees_all_close(single, sharded, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="divisible"):
         sharding.shard_leading(random_tasks(5, 3), mesh)
+
+
+def test_replay_is_traced_at_full_matmul_precision_which_changes_nothing_on_cpu(monkeypatch):
+    """Replay pins its matmul precision (TF32 on a GPU would swamp the second-order gradient): the
+    compiled meta-batch asks for HIGHEST, and on CPU (full float32 either way) the numbers are
+    bit-identical to the unpinned program's."""
+    import optax
+
+    from free_jax import memory
+    from free_jax.meta import replay as replay_lib
+    learner = tiny_learner()
+    bank = memory.create_bank(6, 4, (16, 16, 1))
+    bank = memory.add(bank, jax.random.uniform(jax.random.key(1), (24, 16, 16, 1)), jnp.repeat(jnp.arange(6), 4))
+    optimizer = optax.adam(1e-3)
+    config = replay_lib.ReplayConfig(way=3, shot=1, query=2, tasks_per_batch=2, batches=1, inner_steps=2,
+                                     strategy="loop")
+
+    def meta_batch():
+        program = jax.jit(lambda learner, bank: replay_lib.replay_batch(
+            learner, optimizer.init(learner.params), optimizer, bank, jax.random.key(2), 0, config))
+        return program.lower(learner, bank).as_text(), program(learner, bank)
+
+    pinned_text, pinned = meta_batch()
+    monkeypatch.setattr(replay_lib, "REPLAY_MATMUL_PRECISION", "default")
+    default_text, default = meta_batch()
+    assert "HIGHEST" in pinned_text and "HIGHEST" not in default_text
+    chex.assert_trees_all_equal(pinned, default)

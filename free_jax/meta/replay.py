@@ -18,6 +18,12 @@ meta-batches in a row — capped at R. Meta-batch ``i`` draws its tasks with
   convolutions now have loop-friendly gradients (``free_jax.models.conv``, BENCHMARKS.md
   "Convolutions inside loops"), which brought a scanned MAML inner loop level with the unrolled one; the replay
   scan itself has not been re-timed. The host loop costs one dispatch per meta-batch.
+
+Precision: the meta-gradient goes through the Hessian of the support loss, an ill-conditioned
+product that reduced-precision matmuls (TF32, the default for float32 on recent NVIDIA GPUs; bf16
+passes on TPUs) can swamp, so replay's matrix products and convolutions are traced at
+``REPLAY_MATMUL_PRECISION`` ("highest": full float32). On CPU that is what float32 computes anyway
+(the same numbers, bit for bit: tests/test_maml.py).
 """
 from __future__ import annotations
 
@@ -34,6 +40,8 @@ from free_jax.data.task import Task
 from free_jax.meta import maml
 from free_jax.models.learner import MetaLearner
 from free_jax.sharding import split_over_tasks
+
+REPLAY_MATMUL_PRECISION = "highest"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +85,8 @@ def replay_batch(meta_learner: MetaLearner, opt_state, optimizer: optax.Gradient
                 strategy=config.strategy)
             return (total if mask is None else jnp.sum(jnp.where(mask, losses, 0))), (losses, accuracies)
 
-        (_, per_task), grads = jax.value_and_grad(loss, has_aux=True)(meta_learner.params)
+        with jax.default_matmul_precision(REPLAY_MATMUL_PRECISION):      # see the module docstring
+            (_, per_task), grads = jax.value_and_grad(loss, has_aux=True)(meta_learner.params)
         return per_task, grads
 
     (losses, accuracies), grads = split_over_tasks(body, task_keys, config.mesh, (meta_learner, bank))
