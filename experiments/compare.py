@@ -16,6 +16,7 @@ from ml_collections import config_flags
 
 from free_jax.comparison import run_comparison
 from free_jax.compilation_cache import enable_compilation_cache
+from free_jax.determinism import request_deterministic_gpu_ops
 from free_jax.training.quiet import quiet_library_logs
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -45,6 +46,7 @@ _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Train and score nothing:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    request_deterministic_gpu_ops()   # exact resume on GPUs too (before any JAX backend starts)
     quiet_library_logs()
     enable_compilation_cache()
     try:

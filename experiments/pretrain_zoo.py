@@ -17,6 +17,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from free_jax.compilation_cache import enable_compilation_cache
+from free_jax.determinism import request_deterministic_gpu_ops
 from free_jax.zoo import build, pretrain
 
 _OUTPUT = flags.DEFINE_string("output_dir", None, "Zoo directory (created, resumed or loaded).", required=True)
@@ -26,6 +27,7 @@ _ZOO = config_flags.DEFINE_config_dict("zoo", build.default_config(),
 
 def main(argv):
     del argv
+    request_deterministic_gpu_ops()   # exact resume on GPUs too (before any JAX backend starts)
     logging.set_verbosity(logging.WARNING)  # keep Orbax's info lines out of the progress line
     enable_compilation_cache()
     config = _ZOO.value

@@ -18,6 +18,7 @@ from ml_collections import config_flags
 
 from free_jax import distributed
 from free_jax.compilation_cache import enable_compilation_cache
+from free_jax.determinism import request_deterministic_gpu_ops
 from free_jax.training.loop import run
 from free_jax.training.quiet import quiet_library_logs
 
@@ -33,6 +34,7 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process: this proc
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    request_deterministic_gpu_ops()   # exact resume on GPUs too (before any JAX backend starts)
     quiet_library_logs()
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     enable_compilation_cache()
