@@ -9,9 +9,9 @@ import os
 # glyph smoke run: 72 s at -O0 against 108-123 s at the default level, same results; BENCHMARKS.md
 # "Test suite"); the few that run one program hundreds of times are marked ``optimised`` and
 # compile at the default level (the flag is read at each compilation; -O0 code runs 3-4× slower).
-# The variable is inherited by the binaries tests start as subprocesses.
-# tests/test_default_optimisation.py reruns the exactness checks at the default level, and
-# FREE_JAX_TEST_XLA_OPT=default runs the whole suite there.
+# The variable is inherited by the binaries tests start as subprocesses. The finite-difference
+# checks of the jitted second-order meta-gradient are marked ``optimised`` too (they check the
+# machine code users run), and FREE_JAX_TEST_XLA_OPT=default runs the whole suite at the default level.
 DEVICE_FLAGS = "--xla_force_host_platform_device_count=4"
 FAST_COMPILE = os.environ.get("FREE_JAX_TEST_XLA_OPT") != "default"
 os.environ.setdefault("XLA_FLAGS", DEVICE_FLAGS)
@@ -84,8 +84,9 @@ def glyph_smoke_config(zoo_path, **overrides):
 
 @pytest.fixture(autouse=True)
 def _optimisation_level(request):
-    """Tests marked ``optimised`` (compute-bound: one program run hundreds of times) compile at
-    XLA's default optimisation level; the rest at -O0 (see the top of this file)."""
+    """Tests marked ``optimised`` (compute-bound: one program run hundreds of times; or the
+    exactness checks) compile at XLA's default optimisation level; the rest at -O0 (see the top of
+    this file)."""
     if not (FAST_COMPILE and request.node.get_closest_marker("optimised")):
         yield
         return

@@ -108,6 +108,7 @@ def test_replay_meta_gradient_equal_under_every_strategy_eager_and_jitted(first_
     assert_close(meta_gradient(learner.params, tasks, "vmap")[0], reference, "eager vmap meta-gradient")
 
 
+@pytest.mark.optimised     # the exactness check every number rests on, in the machine code users run
 def test_jitted_second_order_meta_gradient_matches_finite_differences_through_full_conv4():
     """The program users run (jitted, strategy "auto") against central differences, float64,
     the full 4-block Conv4 at 28 px (odd feature maps 7 → 3 exercise the pooling's floor).
