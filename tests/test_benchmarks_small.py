@@ -13,12 +13,16 @@ def test_maml_suite_small_runs_and_flags_each_strategy():
     assert "max abs diff vs loop+unroll" in body and "PyTorch" in body
 
 
-def test_pooling_suite_small_times_each_form_and_finds_free_jax_form_exact():
+def test_pooling_suite_small_times_each_form():
+    """At tiny shapes the error column is not measured (tests/test_selfcheck.py checks free_jax's
+    form exact and the former one caught, with the same jitted-vs-eager float64 comparison)."""
     body = pooling.run(small=True)
     rows = {line.split("|")[1].strip(): line for line in body.splitlines()
             if line.startswith("| ") and "ms" not in line}
     assert set(pooling.FORMS) <= set(rows)
-    assert rows["strided maximum (free_jax)"].rstrip(" |").endswith("exact")
+    for row in (rows[name] for name in pooling.FORMS):
+        cells = [cell.strip() for cell in row.strip(" |").split("|")]
+        assert float(cells[1]) > 0 and float(cells[3]) > 0 and cells[-1] == "not measured (--small)", row
 
 
 @pytest.mark.slow
