@@ -105,10 +105,8 @@ def test_sharded_meta_gradient_equals_single_device():
         sharding.shard_leading(random_tasks(5, 3), mesh)
 
 
-def test_replay_is_traced_at_full_matmul_precision_which_changes_nothing_on_cpu(monkeypatch):
-    """Replay pins its matmul precision (TF32 on a GPU would swamp the second-order gradient): the
-    compiled meta-batch asks for HIGHEST, and on CPU (full float32 either way) the numbers are
-    bit-identical to the unpinned program's."""
+def _replay_meta_batch(**settings):
+    """(lowered program text, (params, opt_state, metrics)) of one jitted replay meta-batch on a tiny bank."""
     import optax
 
     from free_jax import memory
@@ -118,15 +116,30 @@ def test_replay_is_traced_at_full_matmul_precision_which_changes_nothing_on_cpu(
     bank = memory.add(bank, jax.random.uniform(jax.random.key(1), (24, 16, 16, 1)), jnp.repeat(jnp.arange(6), 4))
     optimizer = optax.adam(1e-3)
     config = replay_lib.ReplayConfig(way=3, shot=1, query=2, tasks_per_batch=2, batches=1, inner_steps=2,
-                                     strategy="loop")
+                                     strategy="loop", **settings)
+    program = jax.jit(lambda learner, bank: replay_lib.replay_batch(
+        learner, optimizer.init(learner.params), optimizer, bank, jax.random.key(2), 0, config))
+    return program.lower(learner, bank).as_text(), program(learner, bank)
 
-    def meta_batch():
-        program = jax.jit(lambda learner, bank: replay_lib.replay_batch(
-            learner, optimizer.init(learner.params), optimizer, bank, jax.random.key(2), 0, config))
-        return program.lower(learner, bank).as_text(), program(learner, bank)
 
-    pinned_text, pinned = meta_batch()
+def test_replay_is_traced_at_full_matmul_precision_which_changes_nothing_on_cpu(monkeypatch):
+    """Replay pins its matmul precision (TF32 on a GPU would swamp the second-order gradient): the
+    compiled meta-batch asks for HIGHEST, and on CPU (full float32 either way) the numbers are
+    bit-identical to the unpinned program's."""
+    from free_jax.meta import replay as replay_lib
+    pinned_text, pinned = _replay_meta_batch()
     monkeypatch.setattr(replay_lib, "REPLAY_MATMUL_PRECISION", "default")
-    default_text, default = meta_batch()
+    default_text, default = _replay_meta_batch()
     assert "HIGHEST" in pinned_text and "HIGHEST" not in default_text
     chex.assert_trees_all_equal(pinned, default)
+
+
+def test_replay_inner_loop_setting_scans_the_inner_steps_with_the_same_result():
+    """``ReplayConfig.inner_loop`` (``--config.replay.inner_loop``) reaches the meta-batch: "scan"
+    puts the inner SGD steps in a loop of the program instead of unrolling them, same numbers up to
+    float32 reordering."""
+    unrolled_text, unrolled = _replay_meta_batch(inner_loop="unroll")
+    scanned_text, scanned = _replay_meta_batch(inner_loop="scan")
+    loops = lambda text: text.count("stablehlo.while")          # the sampler's RNG loops are in both
+    assert loops(scanned_text) > loops(unrolled_text)
+    chex.assert_trees_all_close(scanned, unrolled, rtol=1e-4, atol=1e-6)

@@ -57,6 +57,7 @@ class ReplayConfig:
     inner_steps: int = 5
     inner_lr: float = 0.01
     first_order: bool = False
+    inner_loop: str = "unroll"  # the inner SGD steps as unrolled Python ("unroll") or ``lax.scan`` ("scan")
     strategy: str = "auto"
     mesh: Any = None           # a ``tasks`` mesh (free_jax.sharding) to split each meta-batch's tasks over
 
@@ -82,7 +83,7 @@ def replay_batch(meta_learner: MetaLearner, opt_state, optimizer: optax.Gradient
         def loss(params):
             total, (losses, accuracies) = maml.meta_batch_loss(
                 meta_learner.logits_fn(), params, tasks, config.inner_steps, config.inner_lr, config.first_order,
-                strategy=config.strategy)
+                config.inner_loop, strategy=config.strategy)
             return (total if mask is None else jnp.sum(jnp.where(mask, losses, 0))), (losses, accuracies)
 
         with jax.default_matmul_precision(REPLAY_MATMUL_PRECISION):      # see the module docstring
