@@ -18,7 +18,7 @@ with ``free_jax.vectorize.map_leading`` (Python loop on CPU, vmap on accelerator
 """
 from __future__ import annotations
 
-from typing import Callable, Literal
+from typing import Callable, Literal, get_args
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +29,7 @@ from free_jax.losses import accuracy, cross_entropy
 
 LogitsFn = Callable[[object, jnp.ndarray], jnp.ndarray]  # (params, images01) -> logits
 InnerLoop = Literal["unroll", "scan"]
+INNER_LOOPS: tuple[str, ...] = get_args(InnerLoop)
 
 
 def adapt(logits_fn: LogitsFn, params, support_x, support_y, steps: int, lr: float,
@@ -38,7 +39,8 @@ def adapt(logits_fn: LogitsFn, params, support_x, support_y, steps: int, lr: flo
     Args:
       logits_fn: pure ``f(params, images01) -> logits``.
       first_order: stop gradients through the inner gradients (FOMAML).
-      inner_loop: "unroll" (Python loop, fastest on CPU) or "scan" (``lax.scan``).
+      inner_loop: "unroll" (Python loop, the default) or "scan" (``lax.scan``: the same speed on
+        CPU, a far smaller program, faster to compile; BENCHMARKS.md).
     """
 
     def sgd_step(current, _=None):
@@ -51,7 +53,7 @@ def adapt(logits_fn: LogitsFn, params, support_x, support_y, steps: int, lr: flo
         params, _ = jax.lax.scan(sgd_step, params, None, length=steps)
         return params
     if inner_loop != "unroll":
-        raise ValueError(f"inner_loop must be 'unroll' or 'scan', got {inner_loop!r}")
+        raise ValueError(f"inner_loop must be one of {INNER_LOOPS}, got {inner_loop!r}")
     for _ in range(steps):
         params, _ = sgd_step(params)
     return params

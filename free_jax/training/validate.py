@@ -7,6 +7,7 @@ the images a class holds) stay where the data is loaded.
 from __future__ import annotations
 
 from free_jax import vectorize
+from free_jax.meta.maml import INNER_LOOPS
 from free_jax.training.methods import META_OBJECTIVES, METHODS
 from free_jax.training.step import ITERATION_PROGRAMS
 
@@ -83,8 +84,8 @@ def validate_config(config) -> None:
     _require(config.zoo.num_teachers >= pairs, "zoo.num_teachers", config.zoo.num_teachers,
              f"at least one teacher per (dataset, architecture) pair, i.e. ≥ {pairs}")
     _require(config.bank_dtype in _BANK_DTYPES, "bank_dtype", config.bank_dtype, f"one of {_BANK_DTYPES}")
-    _require(config.replay.inner_loop in ("unroll", "scan"), "replay.inner_loop", config.replay.inner_loop,
-             "'unroll' (Python steps unrolled in the program) or 'scan' (lax.scan: smaller program, faster to compile)")
+    _require(config.replay.inner_loop in INNER_LOOPS, "replay.inner_loop", config.replay.inner_loop,
+             f"one of {INNER_LOOPS} ('scan': a smaller program, faster to compile)")
     _require(config.iteration in ITERATION_PROGRAMS, "iteration", config.iteration, f"one of {ITERATION_PROGRAMS}")
     _require(config.strategy in vectorize.STRATEGIES, "strategy", config.strategy, f"one of {vectorize.STRATEGIES}")
     if config.inversion.images_per_class < config.shot + config.query:
