@@ -37,9 +37,11 @@ def _session_compilation_cache(tmp_path_factory):
     directory.mkdir(exist_ok=True)
     directory = str(directory)
     os.environ["JAX_COMPILATION_CACHE_DIR"] = directory
-    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
+    # Every program, however quick to compile (as the binaries do, free_jax/compilation_cache.py):
+    # each module drops its jit caches and each subprocess starts empty, so even small programs recur.
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     jax.config.update("jax_compilation_cache_dir", directory)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     yield
 
 
