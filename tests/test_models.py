@@ -97,18 +97,20 @@ def test_generator_range_and_shape():
         models.Generator(image_size=30).init(jax.random.key(0), jnp.zeros((2, 256)))
 
 
+@pytest.mark.parametrize("form", ["windows", "convolution"])
 @pytest.mark.parametrize("size, kernel, stride, padding", [
     (9, 3, 1, ((1, 1), (1, 1))), (8, 3, 1, "SAME"), (8, 3, 1, ((0, 0), (0, 0))),
     (10, 3, 2, ((1, 1), (1, 1))), (9, 3, 2, ((1, 1), (1, 1))), (8, 1, 2, ((0, 0), (0, 0))),
 ])
-def test_loop_friendly_conv_matches_lax_to_second_order_in_float64(size, kernel, stride, padding):
+def test_loop_friendly_conv_matches_lax_to_second_order_in_float64(size, kernel, stride, padding, form):
     """free_jax.models.conv has JAX's convolution values and first and second derivatives
-    (float64, jitted), for strides 1 and 2, SAME/explicit/no padding and 1×1 kernels."""
+    (float64, jitted), for strides 1 and 2, SAME/explicit/no padding and 1×1 kernels, with either
+    form of kernel gradient."""
     from jax import lax
 
-    from free_jax.models.conv import conv_general_dilated
+    from free_jax.models.conv import conv_general_dilated, kernel_gradient
 
-    with jax.enable_x64(True):
+    with jax.enable_x64(True), kernel_gradient(form):
         keys = jax.random.split(jax.random.key(0), 2)
         x = jax.random.normal(keys[0], (2, size, size, 3), jnp.float64)
         w = jax.random.normal(keys[1], (kernel, kernel, 3, 4), jnp.float64)
@@ -125,6 +127,27 @@ def test_loop_friendly_conv_matches_lax_to_second_order_in_float64(size, kernel,
         ours, reference = derivatives(conv_general_dilated), derivatives(lax.conv_general_dilated)
         for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(reference)):
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_kernel_gradient_form_decides_how_the_gradient_is_written():
+    """"windows" writes the kernel gradient as products of input windows (dot_general), and
+    "convolution" as JAX's convolution rule (no dot_general); the form is set when the
+    convolution is traced; an unknown form is a clear error."""
+    from free_jax.models.conv import conv_general_dilated, kernel_gradient
+
+    x, w = jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4))
+    # a new function per trace: JAX caches traces by function and arguments, not by the context
+    gradient = lambda: jax.grad(lambda w: jnp.sum(conv_general_dilated(x, w, (1, 1), "SAME",
+                                                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))))
+    primitives = {}
+    for form in ("windows", "convolution"):
+        with kernel_gradient(form):
+            primitives[form] = str(jax.make_jaxpr(gradient())(w))
+    assert "dot_general" in primitives["windows"] and "dot_general" not in primitives["convolution"]
+    assert "dot_general" in str(jax.make_jaxpr(gradient())(w))          # the default: windows
+    with pytest.raises(ValueError, match=r"kernel_gradient='im2col'; choose one of \('windows', 'convolution'\)"):
+        with kernel_gradient("im2col"):
+            pass
 
 
 def test_loop_friendly_conv_gradient_inside_scan_equals_unrolled():

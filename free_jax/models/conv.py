@@ -26,9 +26,17 @@ every order of derivative is exact: the backward pass is itself differentiable J
 second-order MAML differentiates through it. Forward-mode (``jax.jvp``) is not available
 through a custom VJP; nothing in free_jax uses it. Convolutions outside the common case
 (dilations, feature groups, other dimension orders) keep JAX's own kernel gradient.
+
+The kernel gradient's window copies cost memory in second-order programs: XLA's temporaries
+of the FIVE recovery program are about 3× those with JAX's convolution-based rule (BENCHMARKS.md,
+"Where the free suite's memory goes"). Programs without loops can take JAX's rule instead:
+convolutions traced inside ``with kernel_gradient("convolution"):`` do (each form's values are
+the same sums; the form is fixed when the convolution is traced).
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 
 import flax.linen as nn
@@ -37,6 +45,24 @@ import jax.numpy as jnp
 from jax import lax
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
+KERNEL_GRADIENTS = ("windows", "convolution")
+_FORM = contextvars.ContextVar("free_jax_kernel_gradient", default="windows")
+
+
+@contextlib.contextmanager
+def kernel_gradient(form: str):
+    """Convolutions traced within take their kernel gradient on the CPU as ``form``: "windows"
+    (the default: products of the input windows, fast inside loop bodies) or "convolution"
+    (JAX's own rule: as fast or faster in straight-line code, about a third of the memory in
+    second-order programs, but an emitted loop 100× slower inside ``lax.scan``/``while`` bodies).
+    A jitted caller must make the form part of its static arguments (a trace does not see it)."""
+    if form not in KERNEL_GRADIENTS:
+        raise ValueError(f"kernel_gradient={form!r}; choose one of {KERNEL_GRADIENTS}")
+    token = _FORM.set(form)
+    try:
+        yield
+    finally:
+        _FORM.reset(token)
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
@@ -59,19 +85,20 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
               ("dimension_numbers", dims), ("feature_group_count", int(feature_group_count)),
               ("batch_group_count", int(batch_group_count)), ("precision", precision),
               ("preferred_element_type", preferred_element_type))
-    return _conv(static, lhs, rhs)
+    return _conv(static, _FORM.get(), lhs, rhs)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _conv(static, lhs, rhs):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _conv(static, form, lhs, rhs):
+    del form  # read by the backward pass
     return lax.conv_general_dilated(lhs, rhs, **dict(static))
 
 
-def _conv_fwd(static, lhs, rhs):
-    return _conv(static, lhs, rhs), (lhs, rhs)
+def _conv_fwd(static, form, lhs, rhs):
+    return _conv(static, form, lhs, rhs), (lhs, rhs)
 
 
-def _conv_bwd(static, residuals, g):
+def _conv_bwd(static, form, residuals, g):
     lhs, rhs = residuals
     kwargs = dict(static)
     plain = _is_plain_nhwc(lhs, rhs, kwargs)
@@ -80,8 +107,9 @@ def _conv_bwd(static, residuals, g):
         # stride 1: dx = conv(g, flip(W)ᵀ) padded by K - 1 - p, through this module again so its
         # own derivatives (second-order MAML) are loop-friendly as well
         flipped = jnp.swapaxes(jnp.flip(rhs, (0, 1)), 2, 3)
-        input_grad = conv_general_dilated(g, flipped, (1, 1), transpose_padding, dimension_numbers=_NHWC,
-                                          precision=kwargs["precision"])
+        with kernel_gradient(form):
+            input_grad = conv_general_dilated(g, flipped, (1, 1), transpose_padding, dimension_numbers=_NHWC,
+                                              precision=kwargs["precision"])
     else:
         dims = kwargs["dimension_numbers"]
         out_axis, in_axis = dims.rhs_spec[0], dims.rhs_spec[1]
@@ -91,7 +119,7 @@ def _conv_bwd(static, residuals, g):
         swapped_kwargs = dict(kwargs, dimension_numbers=swapped_dims)
         _, input_vjp = jax.vjp(lambda x: lax.conv_general_dilated(x, swapped_kernel, **swapped_kwargs), lhs)
         input_grad = input_vjp(g)[0]
-    if jax.default_backend() == "cpu" and plain:
+    if jax.default_backend() == "cpu" and plain and form == "windows":
         kernel_grad = _kernel_grad_nhwc(lhs, g, kwargs, rhs.shape[:2])
     else:
         _, kernel_vjp = jax.vjp(lambda w: lax.conv_general_dilated(lhs, w, **kwargs), rhs)
