@@ -18,6 +18,7 @@ from free_jax.augment import random_crop_flip, resize_to
 from free_jax.inversion import (
     InversionConfig,
     baselines,
+    five,
     init_generator,
     inversion_loss,
     invert,
@@ -207,6 +208,30 @@ def test_invert_vmap_equals_loop_over_teachers():
     delta = np.asarray(updated["Conv_1"]["kernel"] - gen_params["Conv_1"]["kernel"])
     big = np.abs(kernel_grad) > 1e-5
     np.testing.assert_allclose(delta[big], -CONFIG.meta_lr * np.sign(kernel_grad[big]), rtol=1e-2)
+
+
+def test_kernel_gradient_setting_changes_the_program_not_the_numbers():
+    """``InversionConfig.kernel_gradient="convolution"`` (JAX's convolution rule in FIVE's
+    unrolled program) recovers what the loop-friendly "windows" form does, up to float32
+    reordering; "auto" picks the convolution rule only where nothing loops; an unknown form is
+    refused when the config is built."""
+    unrolled = dataclasses.replace(CONFIG, strategy="loop", scan_steps=False)
+    assert five.kernel_gradient_form(unrolled) == "convolution"
+    assert five.kernel_gradient_form(dataclasses.replace(unrolled, scan_steps=True)) == "windows"
+    assert five.kernel_gradient_form(dataclasses.replace(unrolled, strategy="lax_map")) == "windows"
+    assert five.kernel_gradient_form(dataclasses.replace(unrolled, kernel_gradient="windows")) == "windows"
+    group = tiny_group(jax.random.key(1), 2, (16, 16, 1))
+    gen_params, _ = init_generator(jax.random.key(0), CONFIG, (16, 16, 1))
+    results = {}
+    for form in ("windows", "convolution"):
+        config = dataclasses.replace(CONFIG, strategy="loop", scan_steps=False, kernel_gradient=form)
+        results[form] = jax.jit(lambda p, key: invert(p, [group], None, key, config, True))(
+            gen_params, jax.random.key(3))
+    windows, convolution = results["windows"], results["convolution"]
+    chex.assert_trees_all_close(windows.images, convolution.images, atol=1e-5)
+    chex.assert_trees_all_close(windows.meta_grad, convolution.meta_grad, atol=1e-4, rtol=1e-3)
+    with pytest.raises(ValueError, match="kernel_gradient must be 'auto', 'windows' or 'convolution'"):
+        dataclasses.replace(CONFIG, kernel_gradient="im2col")
 
 
 def test_invert_several_groups_shapes_and_global_labels():

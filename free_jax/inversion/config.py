@@ -25,6 +25,11 @@ class InversionConfig:
       strategy: how teachers of one group are mapped (``free_jax.vectorize``).
       scan_steps: run the k inner steps as ``lax.scan`` instead of unrolled Python (unrolled
         measured faster on XLA:CPU, see ``free_jax.inversion.five``).
+      kernel_gradient: how the generator's and teachers' convolutions take their kernel gradient
+        on the CPU in FIVE (``free_jax.models.conv``): "convolution" (JAX's rule: a third of the
+        recovery program's memory and faster, but ~100× slower inside loop bodies), "windows"
+        (fast inside loop bodies), or "auto" (the default): "convolution" where FIVE's program has
+        no loop (teachers mapped by "loop", the k steps unrolled), else "windows".
       crop_padding: random-crop padding in pixels (0 disables cropping).
       flip: random horizontal flips (turn off for glyphs/characters, whose mirror images are
         other symbols).
@@ -50,6 +55,7 @@ class InversionConfig:
     meta_lr: float = 1e-3
     strategy: str = "auto"
     scan_steps: bool = False
+    kernel_gradient: Literal["auto", "windows", "convolution"] = "auto"
     crop_padding: int = 4
     flip: bool = True
     fresh_steps: int = 200
@@ -64,6 +70,9 @@ class InversionConfig:
     def __post_init__(self):
         if self.meta_update not in ("fomaml", "reptile"):
             raise ValueError(f"meta_update must be 'fomaml' or 'reptile', got {self.meta_update!r}")
+        if self.kernel_gradient not in ("auto", "windows", "convolution"):
+            raise ValueError("kernel_gradient must be 'auto', 'windows' or 'convolution', "
+                             f"got {self.kernel_gradient!r}")
         if self.k < 1:
             raise ValueError(f"k must be >= 1, got {self.k}")
 
