@@ -4,6 +4,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
+from free_jax.models.conv import KERNEL_GRADIENTS
+
+KERNEL_GRADIENT_SETTINGS = ("auto", *KERNEL_GRADIENTS)
+
 
 @dataclasses.dataclass(frozen=True)
 class InversionConfig:
@@ -55,7 +59,7 @@ class InversionConfig:
     meta_lr: float = 1e-3
     strategy: str = "auto"
     scan_steps: bool = False
-    kernel_gradient: Literal["auto", "windows", "convolution"] = "auto"
+    kernel_gradient: str = "auto"
     crop_padding: int = 4
     flip: bool = True
     fresh_steps: int = 200
@@ -70,9 +74,8 @@ class InversionConfig:
     def __post_init__(self):
         if self.meta_update not in ("fomaml", "reptile"):
             raise ValueError(f"meta_update must be 'fomaml' or 'reptile', got {self.meta_update!r}")
-        if self.kernel_gradient not in ("auto", "windows", "convolution"):
-            raise ValueError("kernel_gradient must be 'auto', 'windows' or 'convolution', "
-                             f"got {self.kernel_gradient!r}")
+        if self.kernel_gradient not in KERNEL_GRADIENT_SETTINGS:
+            raise ValueError(f"kernel_gradient={self.kernel_gradient!r}; choose one of {KERNEL_GRADIENT_SETTINGS}")
         if self.k < 1:
             raise ValueError(f"k must be >= 1, got {self.k}")
 
