@@ -120,7 +120,6 @@ def _check_run(workdir, config, results, domains):
 @pytest.mark.slow
 def test_multidomain_glyphs_smoke_runs_end_to_end(tmp_path):
     config = get_config("multidomain", "glyphs,smoke")
-    config.iterations = 2       # warm-up + one full iteration: each draw may compile a new mix of groups
     results = loop.run(config, tmp_path, log=lambda *_: None)
     _check_run(tmp_path, config, results, ["glyphs", "glyphs_outline", "mean"])
     zoo = Zoo.load(tmp_path / "zoo")
@@ -138,7 +137,6 @@ def test_multiarch_glyphs_smoke_runs_end_to_end(tmp_path):
     minutes; the scenario's mixing of architectures is what runs here."""
     config = get_config("multiarch", "glyphs,smoke")
     config.zoo.archs, config.zoo.num_teachers = ("conv4", "resnet10"), 2
-    config.iterations = 2       # warm-up + one full iteration
     results = loop.run(config, tmp_path, log=lambda *_: None)
     _check_run(tmp_path, config, results, ["glyphs"])
     zoo = Zoo.load(tmp_path / "zoo")
