@@ -18,7 +18,6 @@ from free_jax.augment import random_crop_flip, resize_to
 from free_jax.inversion import (
     InversionConfig,
     baselines,
-    five,
     init_generator,
     inversion_loss,
     invert,
@@ -216,10 +215,10 @@ def test_kernel_gradient_setting_changes_the_program_not_the_numbers():
     reordering; "auto" picks the convolution rule only where nothing loops; an unknown form is
     refused when the config is built."""
     unrolled = dataclasses.replace(CONFIG, strategy="loop", scan_steps=False)
-    assert five.kernel_gradient_form(unrolled) == "convolution"
-    assert five.kernel_gradient_form(dataclasses.replace(unrolled, scan_steps=True)) == "windows"
-    assert five.kernel_gradient_form(dataclasses.replace(unrolled, strategy="lax_map")) == "windows"
-    assert five.kernel_gradient_form(dataclasses.replace(unrolled, kernel_gradient="windows")) == "windows"
+    assert unrolled.kernel_gradient_form() == "convolution"
+    assert dataclasses.replace(unrolled, scan_steps=True).kernel_gradient_form() == "windows"
+    assert dataclasses.replace(unrolled, strategy="lax_map").kernel_gradient_form() == "windows"
+    assert dataclasses.replace(unrolled, kernel_gradient="windows").kernel_gradient_form() == "windows"
     group = tiny_group(jax.random.key(1), 2, (16, 16, 1))
     gen_params, _ = init_generator(jax.random.key(0), CONFIG, (16, 16, 1))
     results = {}

@@ -5,6 +5,7 @@ import dataclasses
 from typing import Any, Literal
 
 from free_jax.models.conv import KERNEL_GRADIENTS
+from free_jax.vectorize import resolve
 
 KERNEL_GRADIENT_SETTINGS = ("auto", *KERNEL_GRADIENTS)
 
@@ -78,6 +79,19 @@ class InversionConfig:
             raise ValueError(f"kernel_gradient={self.kernel_gradient!r}; choose one of {KERNEL_GRADIENT_SETTINGS}")
         if self.k < 1:
             raise ValueError(f"k must be >= 1, got {self.k}")
+
+    def kernel_gradient_form(self) -> str:
+        """The convolutions' kernel-gradient form in FIVE (``kernel_gradient``, resolved).
+
+        "auto": JAX's convolution rule ("convolution") where the program has no loop — the
+        teachers mapped by "loop" (a Python loop) and the k steps unrolled, the CPU default —
+        since there it is faster and needs a third of the memory (recovery at CIFAR-FS size:
+        18.8 s and 1.33 GB of temporaries against 23.2 s and 4.17 GB; BENCHMARKS.md); the
+        loop-friendly "windows" form otherwise (``lax.map`` over teachers, scanned steps)."""
+        if self.kernel_gradient != "auto":
+            return self.kernel_gradient
+        unrolled = resolve(self.strategy) == "loop" and not self.scan_steps
+        return "convolution" if unrolled else "windows"
 
     @property
     def batch_size(self) -> int:

@@ -41,7 +41,7 @@ from free_jax.inversion.config import InversionConfig
 from free_jax.models.conv import kernel_gradient
 from free_jax.models.learner import MetaLearner
 from free_jax.sharding import masked_sum, split_over_tasks
-from free_jax.vectorize import map_leading, resolve
+from free_jax.vectorize import map_leading
 from free_jax.zoo.group import TeacherGroup
 
 
@@ -288,20 +288,6 @@ def _adapt_one(gen_params, teacher_variables, teacher_mean, teacher_std, z, key,
     return phi, images, confidence, meta_grad, parts
 
 
-def kernel_gradient_form(config: InversionConfig) -> str:
-    """The convolutions' kernel-gradient form in FIVE (``InversionConfig.kernel_gradient``).
-
-    "auto": JAX's convolution rule ("convolution") where the program has no loop — the teachers
-    mapped by "loop" (a Python loop) and the k steps unrolled, the CPU default — since there it is
-    faster and needs a third of the memory (recovery at CIFAR-FS size: 18.5 s and 1.33 GB of
-    temporaries against 23.2 s and 4.17 GB; BENCHMARKS.md); the loop-friendly "windows" form
-    otherwise (``lax.map`` over teachers, scanned steps)."""
-    if config.kernel_gradient != "auto":
-        return config.kernel_gradient
-    unrolled = resolve(config.strategy) == "loop" and not config.scan_steps
-    return "convolution" if unrolled else "windows"
-
-
 # --------------------------------------------------------------------------- groups
 def adapt_generator(gen_params, group: TeacherGroup, z: jnp.ndarray, targets: jnp.ndarray,
                     key: jax.Array, config: InversionConfig,
@@ -334,7 +320,7 @@ def adapt_generator(gen_params, group: TeacherGroup, z: jnp.ndarray, targets: jn
         phi, images, confidence, meta_grads, parts = map_leading(fn, *stacked, strategy=config.strategy)
         return (phi, images, confidence, parts), masked_sum(meta_grads, mask)
 
-    with kernel_gradient(kernel_gradient_form(config)):
+    with kernel_gradient(config.kernel_gradient_form()):
         (phi, images, confidence, parts), meta_grad = split_over_tasks(
             body, (group.variables, group.mean, group.std, z, keys), config.mesh, (gen_params, targets, meta_learner))
     metrics = {name: jnp.mean(value) for name, value in parts.items()}
