@@ -157,7 +157,10 @@ def test_iteration_program_is_phased_on_cpu_and_fused_on_accelerators():
     config.iteration = "one"
     with pytest.raises(ValueError, match=r"--config.iteration='one' is invalid"):
         loop.run(config, "unused-workdir", log=lambda *_: None)
-    config.iteration, config.replay.inner_loop = "auto", "while"
+    config.iteration, config.inversion.kernel_gradient = "auto", "im2col"
+    with pytest.raises(ValueError, match=r"--config.inversion.kernel_gradient='im2col' is invalid"):
+        loop.run(config, "unused-workdir", log=lambda *_: None)
+    config.inversion.kernel_gradient, config.replay.inner_loop = "auto", "while"
     with pytest.raises(ValueError, match=r"--config.replay.inner_loop='while' is invalid: it must be one of "
                                          r"\('unroll', 'scan'\)"):
         loop.run(config, "unused-workdir", log=lambda *_: None)

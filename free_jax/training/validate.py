@@ -7,6 +7,7 @@ the images a class holds) stay where the data is loaded.
 from __future__ import annotations
 
 from free_jax import vectorize
+from free_jax.inversion.config import KERNEL_GRADIENT_SETTINGS
 from free_jax.meta.maml import INNER_LOOPS
 from free_jax.training.methods import META_OBJECTIVES, METHODS
 from free_jax.training.step import ITERATION_PROGRAMS
@@ -86,6 +87,8 @@ def validate_config(config) -> None:
     _require(config.bank_dtype in _BANK_DTYPES, "bank_dtype", config.bank_dtype, f"one of {_BANK_DTYPES}")
     _require(config.replay.inner_loop in INNER_LOOPS, "replay.inner_loop", config.replay.inner_loop,
              f"one of {INNER_LOOPS} ('scan': a smaller program, faster to compile)")
+    _require(config.inversion.kernel_gradient in KERNEL_GRADIENT_SETTINGS, "inversion.kernel_gradient",
+             config.inversion.kernel_gradient, f"one of {KERNEL_GRADIENT_SETTINGS} ('auto' unless measuring)")
     _require(config.iteration in ITERATION_PROGRAMS, "iteration", config.iteration, f"one of {ITERATION_PROGRAMS}")
     _require(config.strategy in vectorize.STRATEGIES, "strategy", config.strategy, f"one of {vectorize.STRATEGIES}")
     if config.inversion.images_per_class < config.shot + config.query:
