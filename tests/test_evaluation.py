@@ -64,13 +64,32 @@ def test_adaptation_beats_chance_and_chunking_does_not_change_results():
     assert result.accuracies.shape == (10,)
 
 
-def test_one_compiled_program_serves_every_learning_rate():
-    """A tuning grid of inner lrs compiles once per step count: lr is an argument of the program."""
+def test_scanned_adaptation_scores_what_the_unrolled_one_does():
+    split = colour_split()
+    episodes = evaluation.make_episodes(split, num_episodes=6, way=5, shot=1, query=3, seed=3)
+    learner = create_meta_learner(jax.random.key(1), "conv4", 5, (16, 16, 3), split.mean, split.std, width=8)
+    unrolled = evaluation.evaluate(learner, split.images, episodes, steps=5, lr=0.1, chunk_size=3)
+    scanned = evaluation.evaluate(learner, split.images, episodes, steps=5, lr=0.1, chunk_size=3, inner_loop="scan")
+    np.testing.assert_allclose(scanned.accuracies, unrolled.accuracies, atol=1e-4)
+    assert unrolled.mean > 20.0                 # adapted: chance is 20 %, the colours are trivial
+    with pytest.raises(ValueError, match=r"inner_loop='while' is invalid: one of \('unroll', 'scan'\)"):
+        evaluation.evaluate(learner, split.images, episodes, steps=5, inner_loop="while")
+
+
+def test_one_compiled_program_serves_every_learning_rate_split_and_learner():
+    """A tuning grid of inner lrs compiles once per step count (lr is an argument of the program),
+    and so do other splits (another image count: val vs test, another domain) and learners that
+    come committed to the device (a restored checkpoint) or not (a fresh init)."""
     split = colour_split()
     episodes = evaluation.make_episodes(split, num_episodes=4, way=5, shot=1, query=2, seed=1)
     learner = create_meta_learner(jax.random.key(0), "conv4", 5, (16, 16, 3), split.mean, split.std, width=8)
     evaluation._chunk_accuracies.clear_cache()
     results = [evaluation.evaluate(learner, split.images, episodes, steps=2, lr=lr) for lr in (0.0, 0.1, 0.3)]
+    assert evaluation._chunk_accuracies._cache_size() == 1
+    other = colour_split(num_classes=6, per_class=12, seed=1)                   # 72 images, not 160
+    other_episodes = evaluation.make_episodes(other, num_episodes=4, way=5, shot=1, query=2, seed=2)
+    committed = jax.device_put(learner, jax.devices()[0])
+    evaluation.evaluate(committed, other.images, other_episodes, steps=2, lr=0.1)
     assert evaluation._chunk_accuracies._cache_size() == 1
     unadapted = evaluation.evaluate(learner, split.images, episodes, steps=0, lr=0.1)
     np.testing.assert_array_equal(results[0].accuracies, unadapted.accuracies)   # lr 0 adapts nothing

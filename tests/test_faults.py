@@ -330,7 +330,7 @@ def test_results_json_of_phases_called_once_is_strict_json():
     ("iterations", -5), ("way", 1), ("shot", 0), ("query", 0), ("teachers_per_iteration", 0),
     ("eval.val_episodes", 0), ("eval.test_episodes", 0), ("eval.query", 0), ("eval.every", 0),
     ("zoo.num_teachers", 0), ("checkpoint_every", 0), ("log_every", 0), ("outer_lr", -1.0),
-    ("bank_dtype", "int4"), ("strategy", "pmap"), ("eval.test_shots", ())])
+    ("bank_dtype", "int4"), ("strategy", "pmap"), ("eval.test_shots", ()), ("eval.inner_loop", "while")])
 def test_bad_setting_is_refused_before_any_work(tmp_path, setting, value):
     config = load_config_file("glyphs", "smoke")
     *parents, last = setting.split(".")

@@ -77,7 +77,10 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.eval = ml_collections.ConfigDict(dict(
         every=20, val_episodes=600, test_episodes=600, test_shots=(1, 5), query=15, steps=10, lr=0.01,
-        seed=0, chunk_size=0))
+        seed=0, chunk_size=0,
+        # the adaptation steps' loop: "unroll" runs 10-20 % faster per episode, "scan" compiles
+        # 3-10x faster (BENCHMARKS.md "Evaluation: unrolled or scanned adaptation")
+        inner_loop="unroll"))
     c.checkpoint_every, c.keep_checkpoints = 20, 2
     c.grid_every = 100                  # PNG grid of recovered images (0 = never)
     c.log_every = 1
@@ -182,17 +185,18 @@ def use_glyph_cpu_demo(c, datasets=("glyphs",), num_teachers: int = 20) -> None:
 
 def use_glyph_cpu_table(c) -> None:
     """The comparison table of the README's "Results" (experiments/compare.py): the demo's zoo,
-    generator and replay at 16×16 glyphs (convolutions ≈ 3× cheaper than at 28×28), 40 iterations
-    with meta-validation every 10 on 50 episodes, 200 meta-test episodes, and 50-step per-teacher
-    baselines (200 steps would make each fresh-generator row ≈ 4× longer). Planned for 2 hours on
-    2 CPU cores; measured 2026-12-01: rows of 4-15 minutes, about 6 hours for 6 methods × 3 seeds ×
-    1 and 5 shots (README "Results")."""
+    generator and replay at 16×16 glyphs (convolutions ≈ 3× cheaper than at 28×28), 20 iterations
+    with meta-validation every 5 on 50 episodes, 200 meta-test episodes, 50-step per-teacher
+    baselines (200 steps would make each fresh-generator row ≈ 4× longer), and scanned adaptation
+    in evaluation (each row's programs compile anew: scan compiles 3-10× faster). Sized for about
+    2 hours on 2 CPU cores for 6 methods × 3 seeds × 1 and 5 shots; the first sizing (40
+    iterations, unrolled evaluation) measured rows of 4-15 minutes, about 6 hours in all."""
     c.data_options.update(image_size=16, channels=1)
     c.image_size = 16
-    c.iterations = 40
+    c.iterations = 20
     c.inversion.update(fresh_steps=50, pixel_steps=50)
-    c.eval.update(every=10, val_episodes=50, test_episodes=200)
-    c.checkpoint_every, c.grid_every = 10, 40
+    c.eval.update(every=5, val_episodes=50, test_episodes=200, inner_loop="scan")
+    c.checkpoint_every, c.grid_every = 5, 20
 
 
 def shrink_for_smoke(c, *, num_teachers: int = 3, iterations: int = 3, teachers_per_iteration: int = 2) -> None:

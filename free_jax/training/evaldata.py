@@ -59,7 +59,7 @@ def evaluate_domains(meta_learner, domains, shot: int, config,
                                            config.eval.lr, config.eval.chunk_size or None, config.strategy,
                                            image_shape=(config.image_size, config.image_size, d.images.shape[-1]),
                                            progress=None if progress is None else functools.partial(progress, d.name),
-                                           mesh=mesh)
+                                           mesh=mesh, inner_loop=config.eval.inner_loop)
                for d in domains}
     if len(results) > 1:
         accuracies = np.mean([r.accuracies for r in results.values()], axis=0)

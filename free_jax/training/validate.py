@@ -87,6 +87,8 @@ def validate_config(config) -> None:
     _require(config.bank_dtype in _BANK_DTYPES, "bank_dtype", config.bank_dtype, f"one of {_BANK_DTYPES}")
     _require(config.replay.inner_loop in INNER_LOOPS, "replay.inner_loop", config.replay.inner_loop,
              f"one of {INNER_LOOPS} ('scan': a smaller program, faster to compile)")
+    _require(config.eval.inner_loop in INNER_LOOPS, "eval.inner_loop", config.eval.inner_loop,
+             f"one of {INNER_LOOPS} ('scan': faster to compile, 'unroll': faster per episode)")
     _require(config.inversion.kernel_gradient in KERNEL_GRADIENT_SETTINGS, "inversion.kernel_gradient",
              config.inversion.kernel_gradient, f"one of {KERNEL_GRADIENT_SETTINGS} ('auto' unless measuring)")
     _require(config.iteration in ITERATION_PROGRAMS, "iteration", config.iteration, f"one of {ITERATION_PROGRAMS}")
