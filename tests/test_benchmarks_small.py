@@ -28,7 +28,9 @@ def test_pooling_suite_small_times_each_form():
 @pytest.mark.slow
 def test_free_suite_small_runs_every_phase():
     body = free.run(small=True)
-    for phase in ("recovery", "alignment", "replay", "per meta-batch", "one iteration"):
+    for phase in ("recovery", "alignment", "replay", "per meta-batch", "one iteration",
+                  "evaluation per episode (5-way 1-shot, 10 steps, eval.inner_loop=unroll)",
+                  "evaluation per episode (5-way 1-shot, 10 steps, eval.inner_loop=scan)"):
         assert phase in body
     assert "Metrics finite: True" in body
 

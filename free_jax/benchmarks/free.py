@@ -20,8 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from free_jax import memory, models
+from free_jax import evaluation, memory, models
 from free_jax.benchmarks import harness
+from free_jax.data.base import SplitData
 from free_jax.inversion import InversionConfig
 from free_jax.meta.replay import ReplayConfig
 from free_jax.training.state import init_state
@@ -42,16 +43,17 @@ TORCH_RECOVERY_S = 15.7        # 4 teachers × 5 generator steps, incl. PNG writ
 TORCH_ALIGNMENT_S = 0.22       # one distillation step over 4 teachers
 TORCH_TASK_S = 0.106           # one 2nd-order MAML replay task, incl. 80 PNG reads
 TORCH_ITERATION_S = 35.0       # one iteration, its patience rule ran 150-300 tasks
+TORCH_EPISODE_S = 0.106        # one evaluation episode: 10 SGD steps (1st order), 5-way 1-shot
 
 
 def _settings(small: bool) -> dict:
     if small:
         return dict(shape=(16, 16, 1), teachers=2, teacher_width=8, meta_width=8, classes=10,
-                    capacity=20, iterations=2,
+                    capacity=20, iterations=2, episodes=4,
                     inversion=InversionConfig(images_per_class=3, nz=16, ngf=8, k=2),
                     replay=ReplayConfig(tasks_per_batch=2, batches=2, inner_steps=2, query=2))
     return dict(shape=(32, 32, 3), teachers=4, teacher_width=64, meta_width=32, classes=64,
-                capacity=400, iterations=3,
+                capacity=400, iterations=3, episodes=40,
                 inversion=InversionConfig(way=5, images_per_class=20, nz=256, ngf=64, k=5),
                 replay=ReplayConfig(way=5, shot=1, query=15, tasks_per_batch=10, batches=10,
                                     inner_steps=5, inner_lr=0.01))
@@ -71,6 +73,25 @@ def _teacher_group(key, s: dict) -> TeacherGroup:
                         mean=jnp.full((s["teachers"], channels), 0.5, jnp.float32),
                         std=jnp.full((s["teachers"], channels), 0.25, jnp.float32),
                         module=module, arch="conv4", image_shape=tuple(s["shape"]))
+
+
+def _evaluation_seconds(meta_learner, s: dict, inner_loop: str) -> tuple[float, float]:
+    """(compile + first pass s, median s per episode) of ``evaluation.evaluate`` on s["episodes"]
+    fixed 5-way 1-shot episodes with 15 queries (10 SGD steps at lr 0.01, the default chunks) of
+    a synthetic split at the benchmark's image shape: the meta-validation the training loop runs."""
+    classes, per_class = 20, 20
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (classes * per_class, *s["shape"]), dtype=np.uint8)
+    split = SplitData(images, np.repeat(np.arange(classes), per_class).astype(np.int32),
+                      tuple(f"c{i}" for i in range(classes)), (0.5,) * s["shape"][-1], (0.25,) * s["shape"][-1],
+                      "synthetic", "val")
+    episodes = evaluation.make_episodes(split, s["episodes"], way=5, shot=1, query=15, seed=0)
+    images = jnp.asarray(images)
+    score = lambda: evaluation.evaluate(meta_learner, images, episodes, steps=10, lr=0.01, inner_loop=inner_loop)
+    start = time.perf_counter()
+    score()
+    first = time.perf_counter() - start
+    return first, harness.median_seconds(score, repeats=3, warmup=0) / s["episodes"]
 
 
 def run(small: bool = False) -> str:
@@ -107,6 +128,7 @@ def run(small: bool = False) -> str:
         harness.block(state)
         totals.append(time.perf_counter() - begin)
     finite = all(np.isfinite(float(v)) for v in metrics.values())
+    episode = {loop: _evaluation_seconds(state.meta_learner, s, loop) for loop in ("unroll", "scan")}
     median = {name: statistics.median(values) for name, values in timer.seconds.items()}
     total = statistics.median(totals)
     tasks = rep.tasks_per_batch * rep.batches
@@ -129,7 +151,9 @@ def run(small: bool = False) -> str:
          ratio(median['replay'] / rep.batches, torch['meta-batch'])],
         ["**one iteration (median of whole iterations)**", f"**{total:.2f}**",
          f"{sum(compile_s.values()):.1f}", f"{torch_total:.2f}", f"**{ratio(total, torch_total)}**"],
-    ]
+    ] + [[f"evaluation per episode (5-way 1-shot, 10 steps, eval.inner_loop={loop})", f"{per_episode:.4f}",
+          f"{first:.1f} (incl. 1st pass)", f"{TORCH_EPISODE_S:.3f}", ratio(per_episode, TORCH_EPISODE_S)]
+         for loop, (first, per_episode) in episode.items()]
     table = harness.markdown_table(
         ["phase", "median s (this CPU)", "compile s (first call)",
          "PyTorch s at equal work (docs/pytorch_reference.md)", "speed vs PyTorch"], rows)
@@ -144,6 +168,10 @@ Conv4-{s['meta_width']}; FIVE: {inv.batch_size} images per teacher
 ngf {inv.ngf}, k = {inv.k}; replay: R = {rep.batches} fixed meta-batches × {rep.tasks_per_batch} tasks, {rep.way}-way
 {rep.shot}-shot, {rep.query} queries, {rep.inner_steps} inner steps at lr {rep.inner_lr}, 2nd order, task
 mapping "{rep.strategy}" (loop on CPU); uint8 bank of {s['classes']} classes × {s['capacity']}.
+Evaluation: the meta-learner after these iterations on {s['episodes']} fixed episodes of a synthetic
+split at {s['shape'][0]}×{s['shape'][1]}×{channels} (15 queries per class, 10 SGD steps at lr 0.01, first order,
+chunks of {evaluation.default_chunk_size()} episodes), median of 3 passes per episode; its compile column is the
+first pass.
 Medians over {s['iterations']} non-warm-up iterations (per iteration: {per_iteration} s) after one
 non-warm-up iteration that filled the bank ({fill_s:.0f} s including the compiles); each phase
 is timed with a blocking timer, as the training loop does. Compile = lower + compile of each
