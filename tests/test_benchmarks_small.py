@@ -2,7 +2,7 @@
 (figures not meaningful)."""
 import pytest
 
-from free_jax.benchmarks import convloop, free, inversion, maml, pooling
+from free_jax.benchmarks import convloop, free, inversion, maml, pooling, zoo
 
 
 @pytest.mark.slow  # several minutes: each phase/arm compiles its own program
@@ -33,6 +33,13 @@ def test_free_suite_small_runs_every_phase():
                   "evaluation per episode (5-way 1-shot, 10 steps, eval.inner_loop=scan)"):
         assert phase in body
     assert "Metrics finite: True" in body
+
+
+def test_zoo_suite_small_times_a_teacher_epoch_against_pytorch():
+    body = zoo.equal_work(small=True)
+    [row] = [line for line in body.splitlines() if line.startswith("| vectorised")]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[1] == "30" and float(cells[2]) > 0 and cells[3] == "2.2" and cells[4].endswith("×")
 
 
 @pytest.mark.slow
