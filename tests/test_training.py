@@ -270,7 +270,7 @@ def test_meta_test_shows_episodes_done_rate_and_setting(tmp_path):
                 for shot in (1, 2)}
     domain = evaldata.EvalDomain("colours", jnp.asarray(split.images), episodes)
     config = ml_collections.ConfigDict({"way": 5, "image_size": 16, "strategy": "auto", "eval": {
-        "test_shots": (1, 2), "steps": 0, "lr": 0.1, "chunk_size": 4}})   # steps 0: a quick compile
+        "test_shots": (1, 2), "steps": 0, "lr": 0.1, "chunk_size": 4, "inner_loop": "unroll"}})   # steps 0: quick
     learner = create_meta_learner(jax.random.key(0), "conv4", 5, (16, 16, 3), split.mean, split.std, width=8)
     timer, stream = step_lib.PhaseTimer(), io.StringIO()
     tests = loop.meta_test(learner, learner, [domain], config, timer, stream=stream)
