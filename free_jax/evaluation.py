@@ -19,10 +19,9 @@ import numpy as np
 
 from free_jax import sharding, vectorize
 from free_jax.data.base import SplitData
-from free_jax.data.episodes import build_class_index, check_episode_shape, sample_episode_indices, split_support_query
+from free_jax.data.episodes import build_class_index, check_episode_shape, episode_tasks, sample_episode_indices
 from free_jax.meta import maml
 from free_jax.models.learner import MetaLearner
-from free_jax.normalization import to_unit_float
 
 TRANSDUCTIVE_NOTE = "BatchNorm uses each batch's statistics during adaptation and scoring (transductive)"
 
@@ -92,7 +91,7 @@ def _gather_chunk(images, indices):
 def _chunk_accuracies(meta_learner: MetaLearner, picked, shot, steps, lr, strategy, mesh, inner_loop):
     def body(local_picked, mask, meta_learner):
         del mask  # padded episodes' accuracies are dropped by split_over_tasks
-        tasks = split_support_query(to_unit_float(local_picked), shot)
+        tasks = episode_tasks(local_picked, shot)
         return maml.adapted_query_accuracy(meta_learner.logits_fn(), meta_learner.params, tasks,
                                            steps, lr, inner_loop, strategy=strategy), ()
 

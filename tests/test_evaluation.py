@@ -5,7 +5,7 @@ import pytest
 
 from free_jax import evaluation
 from free_jax.data.base import SplitData
-from free_jax.data.episodes import build_class_index, gather_tasks, sample_episode_indices
+from free_jax.data.episodes import build_class_index, episode_tasks, sample_episode_indices
 from free_jax.models.learner import create_meta_learner
 
 
@@ -39,7 +39,7 @@ def test_episodes_are_fixed_by_seed_and_well_formed():
         assert (classes == classes[:, :1]).all()            # one class per row
         assert len(set(classes[:, 0])) == 5                 # distinct classes
         assert len(set(episode.ravel())) == episode.size    # no image twice
-    tasks = gather_tasks(split.images, first.indices[:2], shot=2)
+    tasks = episode_tasks(split.images[first.indices[:2]], shot=2)
     assert tasks.support_x.shape == (2, 10, 16, 16, 3) and tasks.query_x.shape == (2, 15, 16, 16, 3)
     np.testing.assert_array_equal(tasks.support_y[0], [0, 0, 1, 1, 2, 2, 3, 3, 4, 4])
 

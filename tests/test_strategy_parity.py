@@ -16,7 +16,7 @@ import pytest
 
 from free_jax import evaluation, models, vectorize
 from free_jax.data.base import SplitData
-from free_jax.data.episodes import gather_tasks
+from free_jax.data.episodes import episode_tasks
 from free_jax.inversion import InversionConfig, init_generator, invert_and_meta_update
 from free_jax.meta import maml
 from free_jax.meta.alignment import alignment_gradient
@@ -177,7 +177,7 @@ def test_evaluation_equal_under_every_strategy():
     """What evaluation computes per episode (first-order adaptation, query loss and accuracy)."""
     learner, split = meta_learner(), synthetic_split()
     episodes = evaluation.make_episodes(split, num_episodes=3, way=3, shot=1, query=2, seed=0)
-    tasks = to_f64(gather_tasks(jnp.asarray(split.images), jnp.asarray(episodes.indices), 1))
+    tasks = to_f64(episode_tasks(jnp.asarray(split.images[episodes.indices]), 1))
     logits_fn = learner.logits_fn()
 
     def adapted_query_losses(params, tasks, strategy):

@@ -96,12 +96,11 @@ def sample_episode_indices(key: jax.Array, class_index: ClassIndex, num_episodes
     return jax.vmap(one)(jax.random.split(key, num_episodes))
 
 
-def gather_tasks(images: jnp.ndarray, indices: jnp.ndarray, shot: int) -> Task:
-    """Builds stacked ``Task``s from uint8 ``images`` (n, H, W, C) and ``indices`` (E, N, K+Q).
-
-    Labels are class-major: support_y = [0]*K + [1]*K + ...; images become float32 in [0, 1].
-    """
-    return split_support_query(to_unit_float(images[indices]), shot)
+def episode_tasks(picked: jnp.ndarray, shot: int) -> Task:
+    """Stacked ``Task``s from the uint8 images of episodes, ``picked`` (E, N, K+Q, H, W, C) — e.g.
+    ``images[episodes.indices]``: images become float32 in [0, 1]; labels are class-major,
+    support_y = [0]*K + [1]*K + ... (``split_support_query``)."""
+    return split_support_query(to_unit_float(picked), shot)
 
 
 def split_support_query(picked: jnp.ndarray, shot: int) -> Task:
