@@ -22,7 +22,6 @@ import numpy as np
 
 from free_jax import evaluation, memory, models
 from free_jax.benchmarks import harness
-from free_jax.data.base import SplitData
 from free_jax.inversion import InversionConfig
 from free_jax.meta.replay import ReplayConfig
 from free_jax.training.state import init_state
@@ -79,14 +78,9 @@ def _evaluation_seconds(meta_learner, s: dict, inner_loop: str) -> tuple[float, 
     """(compile + first pass s, median s per episode) of ``evaluation.evaluate`` on s["episodes"]
     fixed 5-way 1-shot episodes with 15 queries (10 SGD steps at lr 0.01, the default chunks) of
     a synthetic split at the benchmark's image shape: the meta-validation the training loop runs."""
-    classes, per_class = 20, 20
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (classes * per_class, *s["shape"]), dtype=np.uint8)
-    split = SplitData(images, np.repeat(np.arange(classes), per_class).astype(np.int32),
-                      tuple(f"c{i}" for i in range(classes)), (0.5,) * s["shape"][-1], (0.25,) * s["shape"][-1],
-                      "synthetic", "val")
+    split = harness.synthetic_split(20, 20, s["shape"], "val")
     episodes = evaluation.make_episodes(split, s["episodes"], way=5, shot=1, query=15, seed=0)
-    images = jnp.asarray(images)
+    images = jnp.asarray(split.images)
     score = lambda: evaluation.evaluate(meta_learner, images, episodes, steps=10, lr=0.01, inner_loop=inner_loop)
     start = time.perf_counter()
     score()

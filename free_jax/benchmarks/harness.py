@@ -16,11 +16,23 @@ from pathlib import Path
 from typing import Callable
 
 import jax
+import numpy as np
+
+from free_jax.data.base import SplitData
 
 
 def block(tree):
     """Waits for every array in ``tree`` (asynchronous dispatch) and returns it."""
     return jax.block_until_ready(tree)
+
+
+def synthetic_split(classes: int, per_class: int, shape, split: str) -> SplitData:
+    """Random uint8 images, ``per_class`` per class (labels class-major): for timing work whose
+    cost does not depend on pixel values (pre-training, evaluation)."""
+    images = np.random.default_rng(0).integers(0, 256, (classes * per_class, *shape), dtype=np.uint8)
+    return SplitData(images, np.repeat(np.arange(classes), per_class).astype(np.int32),
+                     tuple(f"c{i}" for i in range(classes)), (0.5,) * shape[-1], (0.25,) * shape[-1],
+                     "synthetic", split)
 
 
 def time_compile(jitted, *args, **kwargs) -> tuple[float, Callable]:

@@ -20,9 +20,10 @@ import jax
 import numpy as np
 
 from free_jax.benchmarks import harness
-from free_jax.data.base import SplitData
 from free_jax.zoo import pretrain_teachers
 from free_jax.zoo.pretrain import TRAIN_FRACTION, resolve_chunk
+
+TORCH_TEACHER_EPOCH_S = 2.2     # Conv4, 2,400 images of 32×32×3, one epoch (docs/pytorch_reference.md)
 
 
 def _split(small: bool):
@@ -55,21 +56,10 @@ def _arm(split, num_teachers, epochs, width, chunk_size, strategy):
     return compile_s, seconds, float(np.median([s.heldout_accuracy for s in specs]))
 
 
-TORCH_TEACHER_EPOCH_S = 2.2     # Conv4, 2,400 images of 32×32×3, one epoch (docs/pytorch_reference.md)
-
-
-def _synthetic_split(per_class: int, shape=(32, 32, 3), classes: int = 5) -> SplitData:
-    """Random uint8 images, ``per_class`` per class: pre-training's cost does not depend on them."""
-    images = np.random.default_rng(0).integers(0, 256, (classes * per_class, *shape), dtype=np.uint8)
-    return SplitData(images, np.repeat(np.arange(classes), per_class).astype(np.int32),
-                     tuple(f"c{i}" for i in range(classes)), (0.5,) * shape[-1], (0.25,) * shape[-1],
-                     "synthetic", "train")
-
-
 def equal_work(small: bool) -> str:
     """Seconds per teacher-epoch at 2,400 training images per teacher (small: 30) vs PyTorch."""
     per_class, epochs = (8, 2) if small else (600, 2)
-    split = _synthetic_split(per_class)
+    split = harness.synthetic_split(5, per_class, (32, 32, 3), "train")
     num_teachers, width = (2, 8) if small else (4, 64)
     strategy, chunk = resolve_chunk("auto", num_teachers, None)
     compile_s, seconds, _ = _arm(split, num_teachers, epochs, width, chunk, strategy)
