@@ -18,8 +18,8 @@ Data (real variant): CIFAR-FS by default (CIFAR-100's ``cifar-100-python.tar.gz`
 Settings (docs/algorithm.md §2-3): a zoo of 100 teachers spread evenly over Conv4-64 (Adam lr 0.01),
 ResNet-10 and ResNet-18 (base width 64, SGD lr 0.01, momentum 0.9, wd 5e-4): 34/33/33, each on 5
 random meta-train classes, 60 epochs. Each iteration draws 4 teachers with replacement across
-architectures; same-architecture teachers are grouped and vectorised, every teacher keeps its own
-weights (docs/algorithm.md §6.3). Conv4-32 meta-learner, 1000 iterations (warm-up 20), meta-val
+architectures; each drawn teacher runs its own architecture's code, in one program for every
+mix (free_jax/zoo/slots.py); every teacher keeps its own weights (docs/algorithm.md §6.3). Conv4-32 meta-learner, 1000 iterations (warm-up 20), meta-val
 every 20 on 600 episodes, meta-test on 600.
 
 Runtime (estimated, not measured): a few hours on one modern GPU (the ResNet-18 teachers dominate
@@ -46,8 +46,8 @@ def get_config(arg: str = ""):
     if "glyphs" in options:
         use_glyph_cpu_demo(c, num_teachers=21)     # 7 teachers of each architecture
     if "smoke" in options:
-        # Two iterations (warm-up + one): each new mix of architectures among the drawn teachers
-        # compiles the recovery and alignment programs again (ResNet compiles dominate on CPU).
+        # Two iterations (warm-up + one); one program serves every mix of architectures a draw
+        # makes (free_jax/zoo/slots.py); ResNet compiles dominate on CPU.
         shrink_for_smoke(c, num_teachers=3, iterations=2, teachers_per_iteration=3)
         if "glyphs" in options:
             c.data_options.update(image_size=16, channels=1)

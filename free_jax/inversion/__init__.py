@@ -8,15 +8,17 @@ from free_jax.inversion.five import (
     AdaptResult,
     InversionResult,
     adapt_generator,
-    generate,
-    generator_module,
-    init_generator,
     inversion_loss,
     invert,
     invert_and_meta_update,
+    relative_targets,
+)
+from free_jax.inversion.generator import (
+    generate,
+    generator_module,
+    init_generator,
     meta_optimizer,
     meta_update_generator,
-    relative_targets,
 )
 from free_jax.inversion.warmup import meta_train_warmup, warmup_meta_step
 

@@ -12,7 +12,9 @@
 
 Both run the teachers of one group through ``free_jax.vectorize.map_leading`` and a
 ``lax.scan`` over steps (hundreds of steps: unrolling would make huge programs), recording the
-teacher's accuracy on the clean images at every step.
+teacher's accuracy on the clean images at every step. ``fresh_generator_per_teacher`` and
+``pixels_per_teacher`` are the same recoveries for one teacher (the recovery over
+``zoo.TeacherSlots`` maps them over slots of several groups).
 """
 from __future__ import annotations
 
@@ -27,13 +29,12 @@ from free_jax import augment, losses, models
 from free_jax.inversion.config import InversionConfig
 from free_jax.inversion.five import (
     GeneratorInversionState,
-    generate,
-    init_generator,
     init_generator_inversion,
     inner_step,
     inversion_loss,
     relative_targets,
 )
+from free_jax.inversion.generator import generate, init_generator
 from free_jax.models.learner import MetaLearner
 from free_jax.vectorize import map_leading
 from free_jax.zoo.group import TeacherGroup
@@ -93,6 +94,13 @@ def invert_fresh_generator(key: jax.Array, teacher: TeacherGroup, config: Invers
       image_shape: generator resolution (default the teachers' input shape).
       lr: generator learning rate (default ``config.fresh_lr``); z uses ``config.z_lr``.
     """
+    return each_teacher(key, teacher, config, fresh_generator_per_teacher(teacher, config, steps, image_shape, lr))
+
+
+def fresh_generator_per_teacher(teacher: TeacherGroup, config: InversionConfig, steps: int | None = None,
+                                image_shape=None, lr: float | None = None):
+    """``invert_fresh_generator`` for one teacher of ``teacher``'s group:
+    ``fn(variables, mean, std, key) -> (images, accuracy history, final state)`` (``_optimiser``)."""
     steps = config.fresh_steps if steps is None else steps
     lr = config.fresh_lr if lr is None else lr
     image_shape = tuple(teacher.image_shape if image_shape is None else image_shape)
@@ -108,8 +116,8 @@ def invert_fresh_generator(key: jax.Array, teacher: TeacherGroup, config: Invers
         return generator_inversion_step(state, step_key, variables, mean, std, module=teacher.module,
                                         image_shape=group_shape, config=config, lr=lr)[0]
 
-    return _optimise_each_teacher(key, teacher, config, steps, init, step,
-                                  lambda state, mean, std: generate(state.gen_params, state.z, config))
+    return _optimiser(teacher, config, steps, init, step,
+                      lambda state, mean, std: generate(state.gen_params, state.z, config))
 
 
 def pixel_inversion_loss(pixels, key, teacher_variables, targets, *, module,
@@ -133,6 +141,12 @@ def invert_pixels(key: jax.Array, teacher: TeacherGroup, config: InversionConfig
 
     Images come out at each teacher's own input size, in [0, 1].
     """
+    return each_teacher(key, teacher, config, pixels_per_teacher(teacher, config, steps))
+
+
+def pixels_per_teacher(teacher: TeacherGroup, config: InversionConfig, steps: int | None = None):
+    """``invert_pixels`` for one teacher of ``teacher``'s group:
+    ``fn(variables, mean, std, key) -> (images, accuracy history, final state)`` (``_optimiser``)."""
     steps = config.pixel_steps if steps is None else steps
     targets = relative_targets(config)
     shape = tuple(teacher.image_shape)
@@ -150,16 +164,16 @@ def invert_pixels(key: jax.Array, teacher: TeacherGroup, config: InversionConfig
         updates, opt_state = optimizer.update(grads, opt_state, pixels)
         return jnp.clip(optax.apply_updates(pixels, updates), *bounds(mean, std)), opt_state
 
-    return _optimise_each_teacher(key, teacher, config, steps, init, step,
-                                  lambda state, mean, std: jnp.clip(state[0] * std + mean, 0.0, 1.0))
+    return _optimiser(teacher, config, steps, init, step,
+                      lambda state, mean, std: jnp.clip(state[0] * std + mean, 0.0, 1.0))
 
 
-def _optimise_each_teacher(key, teacher: TeacherGroup, config: InversionConfig, steps: int, init, step,
-                           images_of) -> BaselineResult:
-    """The baselines' shared driver, per teacher t (key ``split(key, T)[t]``, ``map_leading``):
-    ``state = init(init_key, variables, mean, std)``, then ``steps`` times
-    ``state = step(state, fold_in(loop_key, i), variables, mean, std)``, recording the teacher's
-    accuracy on ``images_of(state, mean, std)`` (clean, in [0, 1]) before every step and after the last."""
+def _optimiser(teacher: TeacherGroup, config: InversionConfig, steps: int, init, step, images_of):
+    """The baselines' shared per-teacher driver ``fn(variables, mean, std, teacher_key)`` for a
+    teacher of ``teacher``'s group: ``state = init(init_key, variables, mean, std)``, then
+    ``steps`` times ``state = step(state, fold_in(loop_key, i), variables, mean, std)``, recording
+    the teacher's accuracy on ``images_of(state, mean, std)`` (clean, in [0, 1]) before every step
+    and after the last. Returns (images, accuracy history (steps + 1,), final state)."""
     targets = relative_targets(config)
     shape = tuple(teacher.image_shape)
 
@@ -174,7 +188,12 @@ def _optimise_each_teacher(key, teacher: TeacherGroup, config: InversionConfig, 
         state, history = jax.lax.scan(body, init(init_key, variables, mean, std), jnp.arange(steps))
         return images_of(state, mean, std), jnp.append(history, accuracy(state)), state
 
+    return one
+
+
+def each_teacher(key, teacher: TeacherGroup, config: InversionConfig, one) -> BaselineResult:
+    """``one`` (``_optimiser``) for each teacher t of the group, key ``split(key, T)[t]`` (``map_leading``)."""
     images, history, final = map_leading(one, teacher.variables, teacher.mean, teacher.std,
                                          jax.random.split(key, teacher.size), strategy=config.strategy)
-    return BaselineResult(images=images, labels=jnp.asarray(teacher.class_ids)[:, targets],
+    return BaselineResult(images=images, labels=jnp.asarray(teacher.class_ids)[:, relative_targets(config)],
                           accuracy_history=history, final=final)

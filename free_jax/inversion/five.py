@@ -1,11 +1,6 @@
 """FIVE: a meta-generator adapted to each teacher in k steps, and its meta-update (docs/algorithm.md §2.1).
 
-Generator state. ``gen_params`` is the generator's ``params`` collection only. The generator's
-BatchNorm always normalises with the current batch's statistics and never reads its running
-statistics, so its ``batch_stats`` are constants (zeros/ones) that the model's own initialisers
-make at every call (``generate``); nothing but ``params`` is learned, optimised or checkpointed. The
-generator's resolution and channels are read off the shapes of ``gen_params`` too, so one pytree
-fully describes it (``generator_module``).
+The generator G_φ itself (module, parameters, persistent meta-optimiser) is ``inversion.generator``.
 
 Per teacher t (``_adapt_one``), with φ_t ← φ, z_t ~ N(0, I) (B, nz), y = [0..N-1] repeated P
 times, and a fresh augmentation draw at every step:
@@ -27,8 +22,6 @@ over them was far slower on XLA:CPU at full size (BENCHMARKS.md, "Design measure
 """
 from __future__ import annotations
 
-import functools
-import math
 from typing import Any, Sequence
 
 import jax
@@ -38,87 +31,13 @@ from flax import struct
 
 from free_jax import augment, losses, models
 from free_jax.inversion.config import InversionConfig
+from free_jax.inversion.generator import generate, meta_update_generator
 from free_jax.models.conv import kernel_gradient
 from free_jax.models.learner import MetaLearner
 from free_jax.sharding import masked_sum, split_over_tasks
 from free_jax.vectorize import map_leading
 from free_jax.zoo.group import TeacherGroup
-
-
-# --------------------------------------------------------------------------- generator
-@functools.lru_cache(maxsize=None)
-def _param_shapes(image_size: int, channels: int, nz: int, ngf: int) -> tuple[tuple[int, ...], ...]:
-    """The leaf shapes (tree order) of a ``Generator``'s parameters, from ``jax.eval_shape`` of its init."""
-    module = models.Generator(image_size=image_size, channels=channels, nz=nz, ngf=ngf)
-    abstract = jax.eval_shape(module.init, jax.random.key(0), jax.ShapeDtypeStruct((2, nz), jnp.float32))
-    return tuple(leaf.shape for leaf in jax.tree_util.tree_leaves(abstract["params"]))
-
-
-def generator_module(gen_params, config: InversionConfig) -> models.Generator:
-    """The ``Generator`` whose parameters are ``gen_params``.
-
-    Its side s and channels C are read off the parameter shapes, asking the model which leaves
-    depend on them: against a 4×4×1 generator's parameters, the leaf that differs in an 8×8×1 one
-    holds (s/4)² times as many numbers in ``gen_params``, the leaf that differs in a 4×4×2 one C times.
-    """
-    shapes = tuple(leaf.shape for leaf in jax.tree_util.tree_leaves(gen_params))
-    base = _param_shapes(4, 1, config.nz, config.ngf)
-    if len(shapes) != len(base):
-        raise ValueError(f"gen_params has {len(shapes)} arrays, a generator with nz={config.nz}, ngf={config.ngf} "
-                         f"has {len(base)}")
-
-    def growth(probe):
-        """How many times its base size the leaf that differs between ``base`` and ``probe`` is."""
-        index = next(i for i, (a, b) in enumerate(zip(base, probe)) if a != b)
-        return math.prod(shapes[index]) // math.prod(base[index])
-
-    side = 4 * math.isqrt(growth(_param_shapes(8, 1, config.nz, config.ngf)))
-    channels = growth(_param_shapes(4, 2, config.nz, config.ngf))
-    return models.Generator(image_size=side, channels=channels, nz=config.nz, ngf=config.ngf)
-
-
-def generate(gen_params, z: jnp.ndarray, config: InversionConfig) -> jnp.ndarray:
-    """G_φ(z): (B, nz) latent codes → (B, s, s, C) images in [0, 1].
-
-    The generator's BatchNorm normalises with batch statistics and never reads its running ones,
-    so ``batch_stats`` is not stored: the model creates it with its own initial values (the
-    collection is mutable for that) and the update it computes is dropped.
-    """
-    images, _ = generator_module(gen_params, config).apply({"params": gen_params}, z, mutable=["batch_stats"])
-    return images
-
-
-def meta_optimizer(config: InversionConfig) -> optax.GradientTransformation:
-    """The persistent outer Adam on φ (lr ``meta_lr``, betas ``betas``)."""
-    return optax.adam(config.meta_lr, b1=config.betas[0], b2=config.betas[1])
-
-
-def init_generator(key: jax.Array, config: InversionConfig, image_shape) -> tuple[Any, Any]:
-    """A fresh meta-generator for images of ``image_shape`` = (s, s, C), and its Adam state.
-
-    Returns:
-      (gen_params, gen_opt_state): the ``params`` collection (see module docstring for BN) and
-      the persistent meta-optimiser state.
-    """
-    height, width, channels = (int(d) for d in image_shape)
-    if height != width:
-        raise ValueError(f"the generator makes square images, got {image_shape}")
-    module = models.Generator(image_size=height, channels=channels, nz=config.nz, ngf=config.ngf)
-    gen_params = module.init(key, jnp.zeros((2, config.nz), jnp.float32))["params"]
-    return gen_params, meta_optimizer(config).init(gen_params)
-
-
-def meta_update_generator(gen_params, gen_opt_state, meta_grad, config: InversionConfig):
-    """One step of the persistent Adam: φ ← φ − Adam(g_φ).
-
-    g_φ is ``InversionResult.meta_grad``: Σ_t ∇_φt L_inv(φ_t, z_t) (FOMAML) or Σ_t (φ − φ_t)
-    (Reptile; descending it moves φ towards the adapted φ_t).
-
-    Returns:
-      (gen_params, gen_opt_state).
-    """
-    updates, gen_opt_state = meta_optimizer(config).update(meta_grad, gen_opt_state, gen_params)
-    return optax.apply_updates(gen_params, updates), gen_opt_state
+from free_jax.zoo.slots import TeacherSlots, as_groups, map_slots
 
 
 # --------------------------------------------------------------------------- results
@@ -328,28 +247,34 @@ def adapt_generator(gen_params, group: TeacherGroup, z: jnp.ndarray, targets: jn
                        meta_grad=meta_grad, metrics=metrics)
 
 
-def invert(gen_params, groups: Sequence[TeacherGroup], meta_learner: MetaLearner | None,
+def invert(gen_params, teachers: Sequence[TeacherGroup] | TeacherSlots, meta_learner: MetaLearner | None,
            key: jax.Array, config: InversionConfig, warmup: bool) -> InversionResult:
     """FIVE for all sampled teachers (several architectures/input shapes as groups), in one trace.
 
     Call inside the jitted training step (``config`` and ``warmup`` static). Group g uses
     ``fold_in(key, g)``, split into latent codes z ~ N(0, I) (T_g, B, nz) and augmentation keys.
+    Slots over several groups (``zoo.slots``) use ``fold_in(key, 0)`` for all T slots, so one
+    group's draw gets the same numbers as slots or as a group.
 
     Args:
-      gen_params: φ. groups: teacher groups; each teacher's images are made at the generator's
-        resolution and resized to the group's input size.
+      gen_params: φ. teachers: teacher groups, or ``TeacherSlots``; each teacher's images are made
+        at the generator's resolution and resized to its own input size.
       meta_learner: s_θ for the adversarial term; may be None only when ``warmup`` or
         ``lambda_adv == 0``.
       warmup: True = no adversarial term (docs/algorithm.md §2.1: the first W iterations; the caller stores nothing).
 
     Returns:
-      ``InversionResult`` (images, global labels, per-group images, summed meta-gradient, metrics).
+      ``InversionResult`` (images, global labels, per-group images, summed meta-gradient, metrics);
+      slots over several groups come back as one "group" of all T slots.
     """
-    if not groups:
-        raise ValueError("invert needs at least one teacher group")
     use_adv = not warmup and config.lambda_adv != 0
     if use_adv and meta_learner is None:
         raise ValueError("the adversarial term needs a meta_learner (or warmup=True / lambda_adv=0)")
+    groups = as_groups(teachers)
+    if groups is None:
+        return _invert_slots(gen_params, teachers, meta_learner if use_adv else None, key, config)
+    if not groups:
+        raise ValueError("invert needs at least one teacher group")
     targets = relative_targets(config)
     code_dtype = jax.tree_util.tree_leaves(gen_params)[0].dtype  # float32; float64 in exactness tests
     results, labels = [], []
@@ -375,7 +300,51 @@ def invert(gen_params, groups: Sequence[TeacherGroup], meta_learner: MetaLearner
         meta_grad=meta_grad, metrics=metrics)
 
 
-def invert_and_meta_update(gen_params, gen_opt_state, groups: Sequence[TeacherGroup],
+def _invert_slots(gen_params, slots: TeacherSlots, meta_learner: MetaLearner | None, key: jax.Array,
+                  config: InversionConfig) -> InversionResult:
+    """``invert`` over the T slots of several groups: one program whatever groups a draw mixes.
+
+    Slot t adapts φ to ``stacks[group_of[t]]``'s teacher ``local_of[t]`` (``zoo.map_slots``:
+    a switch to that group's branch), split over the devices of ``config.mesh`` like a group.
+    """
+    for index, stack in enumerate(slots.stacks):
+        if stack.num_classes != config.way:
+            raise ValueError(f"group {index} ({stack.arch}) has {stack.num_classes}-way teachers, "
+                             f"config.way is {config.way}")
+    targets = relative_targets(config)
+    code_dtype = jax.tree_util.tree_leaves(gen_params)[0].dtype
+    z_key, aug_key = jax.random.split(jax.random.fold_in(key, 0))
+    z = jax.random.normal(z_key, (slots.size, config.batch_size, config.nz), code_dtype)
+
+    def body(local_slots, mask, shared):
+        gen_params, targets, meta_learner, stacks = shared
+
+        def branch_of(stack: TeacherGroup):
+            def branch(local, codes, teacher_key):
+                variables, class_ids, mean, std = stack.unstacked(local)
+                _, images, confidence, meta_grad, parts = _adapt_one(
+                    gen_params, variables, mean, std, codes, teacher_key, targets=targets, module=stack.module,
+                    image_shape=tuple(stack.image_shape), config=config, meta_learner=meta_learner, k=config.k)
+                return images, confidence, class_ids[targets], meta_grad, parts
+            return branch
+
+        group_of, local_of, codes, keys = local_slots
+        images, confidence, labels, meta_grads, parts = map_slots(branch_of, stacks, group_of, local_of,
+                                                                  (codes, keys), config.strategy)
+        return (images, confidence, labels, parts), masked_sum(meta_grads, mask)
+
+    with kernel_gradient(config.kernel_gradient_form()):
+        (images, confidence, labels, parts), meta_grad = split_over_tasks(
+            body, (slots.group_of, slots.local_of, z, jax.random.split(aug_key, slots.size)), config.mesh,
+            (gen_params, targets, meta_learner, slots.stacks))
+    labels = labels.astype(jnp.int32)
+    return InversionResult(
+        images=images.reshape(-1, *images.shape[2:]), labels=labels.reshape(-1), per_group_images=[images],
+        per_group_labels=[labels], per_group_confidence=[confidence], targets=targets, meta_grad=meta_grad,
+        metrics={name: jnp.mean(value) for name, value in parts.items()})
+
+
+def invert_and_meta_update(gen_params, gen_opt_state, teachers: Sequence[TeacherGroup] | TeacherSlots,
                            key: jax.Array, config: InversionConfig, warmup: bool,
                            meta_learner: MetaLearner | None = None):
     """One FIVE iteration: ``invert`` the sampled teachers, then one meta-update of φ with their
@@ -384,6 +353,6 @@ def invert_and_meta_update(gen_params, gen_opt_state, groups: Sequence[TeacherGr
     Returns:
       (gen_params, gen_opt_state, InversionResult).
     """
-    result = invert(gen_params, groups, meta_learner, key, config, warmup)
+    result = invert(gen_params, teachers, meta_learner, key, config, warmup)
     gen_params, gen_opt_state = meta_update_generator(gen_params, gen_opt_state, result.meta_grad, config)
     return gen_params, gen_opt_state, result

@@ -31,9 +31,10 @@ from flax import struct
 from free_jax import augment
 from free_jax.inversion import baselines
 from free_jax.inversion.config import InversionConfig
-from free_jax.inversion.five import invert_and_meta_update
+from free_jax.inversion.five import invert_and_meta_update, relative_targets
 from free_jax.models.learner import MetaLearner
 from free_jax.zoo.group import TeacherGroup
+from free_jax.zoo.slots import TeacherSlots, as_groups, map_slots
 
 
 @struct.dataclass
@@ -72,17 +73,26 @@ def _five(gen_params, gen_opt_state, groups, key, config, warmup, meta_learner, 
                                                 result.metrics)
 
 
-def _per_teacher(invert_group: Callable[[jax.Array, TeacherGroup], baselines.BaselineResult], groups, key,
-                 image_shape) -> Recovered:
-    """Runs a baseline on every group (group g with ``fold_in(key, g)``), images resized to ``image_shape``."""
+def _per_teacher(per_teacher: Callable[[TeacherGroup], Callable], teachers, key, image_shape,
+                 config: InversionConfig) -> Recovered:
+    """Runs a baseline on every drawn teacher, images resized to ``image_shape``.
+
+    ``per_teacher(group)`` is the baseline for one teacher of ``group`` (``baselines.*_per_teacher``).
+    Groups: group g's teachers with ``fold_in(key, g)`` (``baselines.each_teacher``); slots over
+    several groups: slot t with ``split(fold_in(key, 0), T)[t]`` (``zoo.map_slots``), the keys a
+    draw from one group gets either way.
+    """
+    groups = as_groups(teachers)
+    if groups is None:
+        return _per_slot(per_teacher, teachers, key, image_shape, config)
     if not groups:
         raise ValueError("recovery needs at least one teacher group")
     per_group, labels, accuracy = [], [], []
     for index, group in enumerate(groups):
-        result = invert_group(jax.random.fold_in(key, index), group)
-        teachers, batch = result.images.shape[:2]
-        flat = augment.resize_to(result.images.reshape(teachers * batch, *result.images.shape[2:]), image_shape)
-        per_group.append(flat.reshape(teachers, batch, *flat.shape[1:]))                     # (T, B, s, s, C)
+        result = baselines.each_teacher(jax.random.fold_in(key, index), group, config, per_teacher(group))
+        count, batch = result.images.shape[:2]
+        flat = augment.resize_to(result.images.reshape(count * batch, *result.images.shape[2:]), image_shape)
+        per_group.append(flat.reshape(count, batch, *flat.shape[1:]))                     # (T, B, s, s, C)
         labels.append(result.labels.reshape(-1))
         accuracy.append(result.accuracy_history[:, -1])                                       # (T,)
     images = jnp.concatenate([imgs.reshape(-1, *imgs.shape[2:]) for imgs in per_group])
@@ -90,17 +100,38 @@ def _per_teacher(invert_group: Callable[[jax.Array, TeacherGroup], baselines.Bas
                      {"teacher_acc": jnp.mean(jnp.concatenate(accuracy))})
 
 
+def _per_slot(per_teacher, slots: TeacherSlots, key, image_shape, config: InversionConfig) -> Recovered:
+    """``_per_teacher`` over the slots of several groups: one program whatever groups a draw mixes."""
+    targets = relative_targets(config)
+
+    def branch_of(stack: TeacherGroup):
+        one = per_teacher(stack)
+
+        def branch(local, teacher_key):
+            variables, class_ids, mean, std = stack.unstacked(local)
+            images, history, _ = one(variables, mean, std, teacher_key)
+            return augment.resize_to(images, image_shape), history[-1], class_ids[targets]
+        return branch
+
+    keys = jax.random.split(jax.random.fold_in(key, 0), slots.size)
+    images, accuracy, labels = map_slots(branch_of, slots.stacks, slots.group_of, slots.local_of, (keys,),
+                                         config.strategy)
+    return Recovered(images.reshape(-1, *images.shape[2:]), labels.reshape(-1).astype(jnp.int32), [images],
+                     {"teacher_acc": jnp.mean(accuracy)})
+
+
 def _fresh_generator(gen_params, gen_opt_state, groups, key, config, warmup, meta_learner, image_shape):
     del warmup, meta_learner                             # no warm-up, no adversarial term
-    recovered = _per_teacher(lambda group_key, group: baselines.invert_fresh_generator(
-        group_key, group, config, image_shape=image_shape), groups, key, image_shape)
+    recovered = _per_teacher(lambda group: baselines.fresh_generator_per_teacher(group, config,
+                                                                                 image_shape=image_shape),
+                             groups, key, image_shape, config)
     return gen_params, gen_opt_state, recovered
 
 
 def _pixel(gen_params, gen_opt_state, groups, key, config, warmup, meta_learner, image_shape):
     del warmup, meta_learner
-    recovered = _per_teacher(lambda group_key, group: baselines.invert_pixels(group_key, group, config),
-                             groups, key, image_shape)
+    recovered = _per_teacher(lambda group: baselines.pixels_per_teacher(group, config), groups, key, image_shape,
+                             config)
     return gen_params, gen_opt_state, recovered
 
 
@@ -111,7 +142,7 @@ RECOVERIES = {recovery.name: recovery for recovery in (
 )}
 
 
-def recover(name: str, gen_params, gen_opt_state, groups: Sequence[TeacherGroup], key: jax.Array,
+def recover(name: str, gen_params, gen_opt_state, groups: Sequence[TeacherGroup] | TeacherSlots, key: jax.Array,
             config: InversionConfig, warmup: bool, meta_learner: MetaLearner | None, image_shape):
     """Recovery ``name`` (a key of ``RECOVERIES``) for the sampled teacher ``groups``; call inside jit.
 

@@ -34,6 +34,7 @@ from free_jax import augment, models
 from free_jax.losses import kl_divergence
 from free_jax.models.learner import MetaLearner
 from free_jax.zoo.group import TeacherGroup
+from free_jax.zoo.slots import TeacherSlots, as_groups
 
 ALIGN_OPTIMIZERS = ("adam", "sgd")
 
@@ -52,14 +53,32 @@ def teacher_order(key: jax.Array, groups: Sequence[TeacherGroup]):
     return group_of[permutation], local_of[permutation]
 
 
+def _visits(key: jax.Array, teachers, per_group_images):
+    """The alignment's visiting order and each visit's teacher and images.
+
+    Returns (stacks, images per stack, group index, teacher index in its stack, image index in
+    that stack's images) with the three index arrays in visiting order: a random permutation of
+    the T sampled teachers (slots in the order ``teacher_order`` lists a group's teachers).
+    """
+    groups = as_groups(teachers)
+    if groups is not None:
+        group_index, local_index = teacher_order(key, groups)
+        return groups, list(per_group_images), group_index, local_index, local_index
+    permutation = jax.random.permutation(key, teachers.size)          # slots: all images in one array
+    images = per_group_images[0]
+    return (teachers.stacks, [images] * len(teachers.stacks), teachers.group_of[permutation],
+            teachers.local_of[permutation], permutation)
+
+
 def _distill_branch(group: TeacherGroup, images: jnp.ndarray, meta_learner: MetaLearner, tau: float,
                     padding: int, flip: bool):
-    """f(params, local index, key) -> (loss, grads) of L_kd for teacher ``local index`` of ``group``."""
+    """f(params, teacher index, image index, key) -> (loss, grads) of L_kd for that teacher of
+    ``group`` on ``images[image index]``."""
     logits_fn = meta_learner.logits_fn()
 
-    def branch(params, local, key):
+    def branch(params, local, row, key):
         teacher_vars = jax.tree_util.tree_map(lambda leaf: leaf[local], group.variables)
-        views = augment.random_crop_flip(key, images[local], padding, flip)        # (B, s, s, C)
+        views = augment.random_crop_flip(key, images[row], padding, flip)          # (B, s, s, C)
         teacher_in = augment.teacher_input(views, group.image_shape, group.mean[local], group.std[local])
         teacher_logits = models.apply(group.module, teacher_vars, teacher_in, "running")
         return jax.value_and_grad(
@@ -68,15 +87,16 @@ def _distill_branch(group: TeacherGroup, images: jnp.ndarray, meta_learner: Meta
     return branch
 
 
-def alignment_gradient(meta_learner: MetaLearner, groups: Sequence[TeacherGroup],
+def alignment_gradient(meta_learner: MetaLearner, teachers: Sequence[TeacherGroup] | TeacherSlots,
                        per_group_images: Sequence[jnp.ndarray], key: jax.Array, *, inner_lr: float = 1e-3,
                        beta_align: float = 67.0, tau: float = 1.0, crop_padding: int = 4, flip: bool = True,
                        inner_optimizer: str = "adam"):
     """g_align = β_align · (θ − θ̃) after one inner optimiser step per teacher, in random order.
 
     Args:
-      meta_learner: s_θ. groups: the sampled teacher groups.
-      per_group_images: (T_g, B, s, s, C) recovered images of each group's teachers, in [0, 1].
+      meta_learner: s_θ. teachers: the sampled teacher groups, or ``TeacherSlots``.
+      per_group_images: (T_g, B, s, s, C) recovered images of each group's teachers, in [0, 1]
+        (slots over several groups: one (T, B, s, s, C) array, the recovery's).
       key: decides the visiting order and the augmentation draws.
       inner_optimizer: "adam" (the released code's, default) or "sgd" (the setting of the
         expansion above).
@@ -84,9 +104,9 @@ def alignment_gradient(meta_learner: MetaLearner, groups: Sequence[TeacherGroup]
       (g_align pytree like θ, {"kd_loss": mean distillation loss over the T steps}).
     """
     order_key, aug_key = jax.random.split(key)
-    group_index, local_index = teacher_order(order_key, groups)
+    stacks, images_of, group_index, local_index, row_index = _visits(order_key, teachers, per_group_images)
     branches = [_distill_branch(group, images, meta_learner, tau, crop_padding, flip)
-                for group, images in zip(groups, per_group_images)]
+                for group, images in zip(stacks, images_of)]
     if inner_optimizer not in ALIGN_OPTIMIZERS:
         raise ValueError(f"inner_optimizer must be one of {ALIGN_OPTIMIZERS}, got {inner_optimizer!r}")
     optimizer = optax.adam(inner_lr) if inner_optimizer == "adam" else optax.sgd(inner_lr)
@@ -95,7 +115,8 @@ def alignment_gradient(meta_learner: MetaLearner, groups: Sequence[TeacherGroup]
     losses = []
     for position in range(int(group_index.shape[0])):  # sequential by design
         step_key = jax.random.fold_in(aug_key, position)
-        loss, grads = jax.lax.switch(group_index[position], branches, params, local_index[position], step_key)
+        loss, grads = jax.lax.switch(group_index[position], branches, params, local_index[position],
+                                     row_index[position], step_key)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         losses.append(loss)

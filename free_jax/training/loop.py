@@ -172,14 +172,19 @@ def _run_locked(config, workdir: Path, *, log, on_evaluation=None) -> dict:
     timed = PhaseTimer()
     program = iteration_program(config.iteration, jax.default_backend())
 
+    # Every teacher's weights go to the device(s) once; a draw is the indices of its teachers
+    # (zoo.slots): one iteration program for every draw, whatever architectures it mixes.
+    stacks = sharding.replicate(tuple(zoo.groups()), mesh)
     for step in range(start, config.iterations):
         warmup = step < config.warmup
         teacher_ids = zoo.sample_ids(jax.random.fold_in(sample_key, step), config.teachers_per_iteration)
-        groups = sharding.replicate(zoo.select(teacher_ids), mesh)
+        drawn = zoo.slots(teacher_ids, stacks)
+        teachers = drawn.replace(group_of=sharding.replicate(drawn.group_of, mesh),
+                               local_of=sharding.replicate(drawn.local_of, mesh))
         logged = (step + 1) % config.log_every == 0 or step + 1 == config.iterations
         # Timed (a wait for the device) only at logged iterations and the compiling ones.
         timer = timed if logged or first_of_its_kind(step, start, config.warmup) else None
-        state, metrics = run_iteration(state, groups, step_cfg, warmup, program, timer=timer, bank=replay_bank)
+        state, metrics = run_iteration(state, teachers, step_cfg, warmup, program, timer=timer, bank=replay_bank)
         if logged:
             values = {k: float(v) for k, v in metrics.items()}
             _check_finite(step, values, checkpoints.directory)
@@ -203,7 +208,8 @@ def _run_locked(config, workdir: Path, *, log, on_evaluation=None) -> dict:
                 kill_point("after_best_save", done)
         if (config.grid_every and method.recovery == "five" and not warmup
                 and (done % config.grid_every == 0 or done == config.iterations)):
-            _write_grid(state, groups, zoo.grouped_ids(teacher_ids), step_cfg, workdir / f"recovered_{done:06d}.png")
+            _write_grid(state, sharding.replicate(zoo.select(teacher_ids), mesh), zoo.grouped_ids(teacher_ids),
+                        step_cfg, workdir / f"recovered_{done:06d}.png")
             kill_point("after_grid", done)
         if done % config.checkpoint_every == 0 or done == config.iterations:
             _finite_save(checkpoints.save, step, metrics, state, {"best_val": best_val, "best_step": best_step,

@@ -30,6 +30,7 @@ from free_jax.meta.alignment import ALIGN_OPTIMIZERS, alignment_gradient
 from free_jax.meta.replay import ReplayConfig, replay, replay_batch, replay_on_host
 from free_jax.training.state import FreeState, outer_optimizer
 from free_jax.zoo.group import TeacherGroup
+from free_jax.zoo.slots import TeacherSlots
 
 # The meta-training objectives: BELL = alignment then replay (docs/algorithm.md §2.3), or one of the two.
 OBJECTIVES = ("bell", "replay", "align")
@@ -74,9 +75,11 @@ def _keys(state: FreeState):
 
 
 @functools.partial(jax.jit, static_argnames=("config", "warmup"), donate_argnames=("state",))
-def recover_phase(state: FreeState, groups: Sequence[TeacherGroup], config: StepConfig, warmup: bool):
+def recover_phase(state: FreeState, groups: Sequence[TeacherGroup] | TeacherSlots, config: StepConfig,
+                  warmup: bool):
     """The run's recovery for the sampled teachers (FIVE: with the generator meta-update), and
-    (after warm-up) the bank add.
+    (after warm-up) the bank add. ``groups``: stacked groups, or ``TeacherSlots`` (the training
+    loop's: one program for every draw).
 
     Returns (state, per-group recovered images, metrics). During warm-up nothing is stored.
     """
@@ -91,7 +94,8 @@ def recover_phase(state: FreeState, groups: Sequence[TeacherGroup], config: Step
 
 
 @functools.partial(jax.jit, static_argnames=("config",), donate_argnames=("state",))
-def align_phase(state: FreeState, groups: Sequence[TeacherGroup], per_group_images, config: StepConfig):
+def align_phase(state: FreeState, groups: Sequence[TeacherGroup] | TeacherSlots, per_group_images,
+                config: StepConfig):
     """BELL alignment: θ ← Adam(θ, β_align · (θ − θ̃)) with θ̃ distilled from every teacher in turn
     (one step of ``config.align_optimizer`` per teacher)."""
     align_key = _keys(state)[1]

@@ -29,6 +29,7 @@ import free_jax
 from free_jax import checkpointing
 from free_jax.models import build_backbone, init_variables
 from free_jax.zoo.group import TeacherGroup
+from free_jax.zoo.slots import TeacherSlots
 from free_jax.zoo.spec import TeacherSpec, group_name
 
 ZOO_FORMAT = 1
@@ -123,6 +124,16 @@ class Zoo:
         """The given teachers (repeats allowed), grouped; groups in zoo order, draws in order."""
         return [self.group(self.specs[ids[0]].group, [self.specs[i].group_index for i in ids])
                 for ids in self.grouped_ids(teacher_ids)]
+
+    def slots(self, teacher_ids: Sequence[int], stacks: Sequence[TeacherGroup] | None = None) -> TeacherSlots:
+        """The given teachers as ``TeacherSlots`` over ``stacks`` (default ``groups()``; pass the
+        run's device-resident copy so that only the indices travel), in ``select``'s order."""
+        position = {name: g for g, name in enumerate(self.group_names)}
+        ordered = [i for ids in self.grouped_ids(teacher_ids) for i in ids]
+        group_of = np.asarray([position[self.specs[i].group] for i in ordered], np.int32)
+        local_of = np.asarray([self.specs[i].group_index for i in ordered], np.int32)
+        return TeacherSlots(tuple(self.groups() if stacks is None else stacks), jnp.asarray(group_of),
+                            jnp.asarray(local_of))
 
     def sample_ids(self, key: jax.Array, num_teachers: int) -> np.ndarray:
         """``num_teachers`` teacher ids drawn uniformly with replacement (deterministic per key)."""
