@@ -9,6 +9,8 @@ names, defaults and checks; an unknown name is an error. Multi-architecture:
 ``--zoo.archs=conv4,resnet10,resnet18``. Multi-domain: ``--zoo.datasets=glyphs,glyphs_outline``
 (global class ids made disjoint per dataset). Rerunning with the same settings resumes an
 interrupted run from its last save and loads a complete zoo; other settings are a clear error.
+Several processes build one zoo together with ``--shared`` (the same command started once per GPU
+or host), each pre-training the runs of ``--zoo.save_every`` teachers it claims first.
 Defaults follow docs/algorithm.md §3 (5-way, 60 epochs, batch 128, Conv4 width 64).
 """
 import time
@@ -23,6 +25,10 @@ from free_jax.zoo import build, pretrain
 _OUTPUT = flags.DEFINE_string("output_dir", None, "Zoo directory (created, resumed or loaded).", required=True)
 _ZOO = config_flags.DEFINE_config_dict("zoo", build.default_config(),
                                        "Zoo settings (free_jax.zoo.default_config), e.g. --zoo.num_teachers=20.")
+_SHARED = flags.DEFINE_bool("shared", False, "Build the zoo together with other processes started with the same "
+                            "command and --shared (one per GPU or host, shared filesystem): each pre-trains the "
+                            "runs of --zoo.save_every teachers it claims first; the zoo is the same as one built "
+                            "by one process.")
 
 
 def main(argv):
@@ -37,7 +43,7 @@ def main(argv):
     for arch in config.archs:
         print(f"[zoo] {arch}: {pretrain.default_optimizer(arch)}, width {config.width or pretrain.default_width(arch)}")
     start = time.perf_counter()
-    zoo = build.build_or_load_zoo(_OUTPUT.value, config)
+    zoo = build.build_or_load_zoo(_OUTPUT.value, config, shared=_SHARED.value)
     print(f"[zoo] {len(zoo)} teachers in {_OUTPUT.value} ({time.perf_counter() - start:.1f} s)")
     print(build.summarize(zoo))
 

@@ -8,6 +8,7 @@ a neighbour on its own line nor from above, so every import arrow points down
     distributed                                          multi-process start-up, barriers, which process writes
     determinism                                          XLA's deterministic GPU kernels (the binaries ask for them)
     progress                                             the progress line of long work (count, rate, ETA)
+    locks                                                file locks that share work between processes
     models, data                                         networks and the meta-learner; datasets, episodes, Task
     compilation_cache                                    JAX's persistent compilation cache (the binaries turn it on)
     losses, augment                                      what inversion and meta-learning share

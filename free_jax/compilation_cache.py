@@ -1,7 +1,8 @@
 """JAX's persistent compilation cache, on by default in free_jax's binaries.
 
-A FREE run compiles a few dozen XLA programs (each phase, warm-up and after, evaluation); on CPU that is over a minute before the first iteration. With the cache, a resumed,
-repeated or similar run loads the compiled programs from disk instead (BENCHMARKS.md, "compile").
+A FREE run compiles a few dozen XLA programs (each phase, warm-up and after, evaluation);
+on CPU that is over a minute before the first iteration. With the cache, a resumed, repeated
+or similar run loads the compiled programs from disk instead (BENCHMARKS.md, "compile").
 Cached entries are the compiled programs themselves, so results do not change; JAX keys them by
 the program, the backend, the jax/jaxlib versions and the compile options, so a stale entry is
 never used, and the directory is safe to delete at any time (the next run compiles again).

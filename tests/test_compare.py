@@ -3,11 +3,13 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from free_jax import locks
 from free_jax.comparison import protocols, report, rows, run_comparison
 from free_jax.training import loop
 
@@ -94,6 +96,40 @@ def test_smoke_comparison_writes_everything_shares_episodes_and_reuses_finished_
     assert free["seeds"] == [0] and free["paper"]["seed_sd"] is None
     markdown = (output / "comparison.md").read_text()
     assert "Partial table" in markdown and "free_seed1_1shot" in markdown and "(one seed)" in markdown
+
+    # Several processes share a comparison: a row another process is running (its claim held)
+    # is skipped here, not trained or scored, and listed as not finished.
+    logged = []
+    with locks.claim(output / "rows" / "free_seed1_1shot.claim") as held:
+        assert held
+        shared = run_comparison(load_config_file("glyphs", "smoke"), output, log=logged.append, **SMOKE)
+    assert shared["rows_not_finished"] == ["free_seed1_1shot"] and len(shared["rows"]) == 3
+    assert any("free_seed1_1shot: another process is running it" in line for line in logged)
+
+
+def test_claims_and_waiting_locks_exclude_other_holders(tmp_path):
+    """``claim`` answers False while another holder has the file; ``waiting_lock`` waits for it."""
+    path = tmp_path / "x" / "row.claim"
+    with locks.claim(path) as first:
+        with locks.claim(path) as second:
+            assert first and not second
+    with locks.claim(path) as again:
+        assert again
+    holding, release, waited = threading.Event(), threading.Event(), []
+
+    def hold():
+        with locks.waiting_lock(path):
+            holding.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(5)
+    threading.Timer(0.3, release.set).start()
+    with locks.waiting_lock(path, on_wait=lambda: waited.append(True)):
+        assert release.is_set()                             # acquired only once the holder let go
+    assert waited == [True]
+    holder.join(5)
 
 
 def test_tune_chooses_on_validation_only_and_can_pick_a_non_default_lr(monkeypatch):

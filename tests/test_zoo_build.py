@@ -1,12 +1,14 @@
 """build_or_load_zoo (resume, mismatch), the pretrain_zoo binary, and glyph teachers' accuracy."""
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import chex
 import numpy as np
 import pytest
 
+from free_jax import locks
 from free_jax.zoo import Zoo, build_or_load_zoo, default_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,6 +26,7 @@ def tiny_config(**changes):
 def test_interrupted_build_resumes_to_the_same_zoo(tmp_path):
     whole = build_or_load_zoo(str(tmp_path / "whole"), tiny_config(), progress=False)
     assert len(whole) == 3 and whole.metadata["complete"]
+    _shared_builds_make_the_same_zoo(tmp_path, whole)
     # An interruption after the first save leaves 2 teachers; rerunning finishes the zoo.
     partial = build_or_load_zoo(str(tmp_path / "parts"), tiny_config(num_teachers=2), progress=False)
     assert len(partial) == 2
@@ -42,6 +45,28 @@ def test_interrupted_build_resumes_to_the_same_zoo(tmp_path):
         build_or_load_zoo(str(tmp_path / "whole"), tiny_config(data_options={"image_size": 20, "channels": 1,
                                                                              "renderings_per_class": 5}),
                           progress=False)
+
+
+def _shared_builds_make_the_same_zoo(tmp_path, whole):
+    """Two builders sharing one zoo (``shared=True``; threads here, processes in use: the same
+    file locks) split its runs and merge them into the one-process zoo; a run whose holder is
+    gone (its claim released without a result) is taken over."""
+    path = tmp_path / "shared"
+    held = locks.claim(tmp_path / "shared.parts" / "glyphs-conv4-2.claim")    # "another process" holds run 2
+    assert held.__enter__()
+    threading.Timer(1.0, lambda: held.__exit__(None, None, None)).start()    # ... and dies without saving it
+    built = []
+    builders = [threading.Thread(target=lambda: built.append(build_or_load_zoo(str(path), tiny_config(),
+                                                                                 progress=False, shared=True)))
+                for _ in range(2)]
+    for builder in builders:
+        builder.start()
+    for builder in builders:
+        builder.join(300)
+    assert len(built) == 2 and not (tmp_path / "shared.parts").exists()
+    for zoo in (*built, Zoo.load(path)):
+        assert [s.to_dict() for s in zoo.specs] == [s.to_dict() for s in whole.specs]
+        chex.assert_trees_all_close(zoo.groups()[0].variables, whole.groups()[0].variables, rtol=1e-5, atol=1e-6)
 
 
 def test_pretrain_zoo_binary_smoke(tmp_path):

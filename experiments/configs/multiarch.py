@@ -19,8 +19,9 @@ Settings (docs/algorithm.md §2-3): a zoo of 100 teachers spread evenly over Con
 ResNet-10 and ResNet-18 (base width 64, SGD lr 0.01, momentum 0.9, wd 5e-4): 34/33/33, each on 5
 random meta-train classes, 60 epochs. Each iteration draws 4 teachers with replacement across
 architectures; each drawn teacher runs its own architecture's code, in one program for every
-mix (free_jax/zoo/slots.py); every teacher keeps its own weights (docs/algorithm.md §6.3). Conv4-32 meta-learner, 1000 iterations (warm-up 20), meta-val
-every 20 on 600 episodes, meta-test on 600.
+mix (free_jax/zoo/slots.py); every teacher keeps its own weights (docs/algorithm.md §6.3).
+Conv4-32 meta-learner, 1000 iterations (warm-up 20), meta-val every 20 on 600 episodes,
+meta-test on 600.
 
 Runtime (estimated, not measured): a few hours on one modern GPU (the ResNet-18 teachers dominate
 pre-training and recovery); days on a 2-core CPU. The ``glyphs`` variant (28 px, 21 teachers of

@@ -13,6 +13,7 @@ import jax
 
 from free_jax.comparison import plots, protocols, report, speed
 from free_jax.comparison.rows import Row, check_method, finished_record, load_eval_sets, row_config, run_row
+from free_jax.locks import claim
 from free_jax.training.config import zoo_config
 from free_jax.training.validate import validate_config
 from free_jax.zoo import build_or_load_zoo
@@ -50,7 +51,10 @@ def run_comparison(base, output: str | Path, *, methods=("free", "random"), seed
         config = row_config(base, row, output / "zoo")
         check_method(config)
         validate_config(config)
-    zoo = build_or_load_zoo(str(output / "zoo"), zoo_config(base))
+    # Several processes may share one comparison (the same command started on several hosts or
+    # devices): they pre-train the zoo together (zoo.build._build_shared), and each row is run by
+    # whichever process claims it first (rows/<row>.claim); a row another process runs is skipped.
+    zoo = build_or_load_zoo(str(output / "zoo"), zoo_config(base), shared=True)
     eval_sets = {int(shot): load_eval_sets(base, int(shot), cross_domains) for shot in shots}
     digests = {f"{shot}shot": sets.digests for shot, sets in eval_sets.items()}
     if report_only:
@@ -61,14 +65,26 @@ def run_comparison(base, output: str | Path, *, methods=("free", "random"), seed
             raise ValueError(f"--report_only: no row of this comparison has finished in {output / 'rows'} "
                              "(with these settings); run it without --report_only first")
     else:
-        records, missing = [], []
+        records, elsewhere = [], []
         for row in rows:
-            records.append(run_row(base, row, output, zoo, eval_sets[row.shot], grid, compat=compat, log=log))
+            with claim(output / "rows" / f"{row.name}.claim") as mine:
+                if not mine:
+                    log(f"[compare] {row.name}: another process is running it; skipped here")
+                    elsewhere.append(row)
+                    continue
+                records.append(run_row(base, row, output, zoo, eval_sets[row.shot], grid, compat=compat, log=log))
             # Every compiled program stays loaded in jit's in-memory caches; a whole table's worth
             # exhausted XLA:CPU's code memory ("LLVM ERROR: Unable to allocate section memory",
             # after 4 glyph-table rows). Drop them between rows: the next row loads what it shares
             # with this one from the persistent compilation cache.
             jax.clear_caches()
+        # Rows other processes ran: in the table if they have finished by now (the last process
+        # to finish writes the whole table), listed as not finished otherwise.
+        found = {row: finished_record(base, row, output, eval_sets[row.shot], grid, compat=compat) for row in elsewhere}
+        records += [record for record in found.values() if record is not None]
+        missing = [row.name for row, record in found.items() if record is None]
+        order = {row.name: index for index, row in enumerate(rows)}
+        records.sort(key=lambda record: order[Row(**record["row"]).name])
     for record in records:           # every row (also reused ones) was scored on today's episodes
         shot = record["row"]["shot"]
         if record["fingerprint"]["episodes"] != digests[f"{shot}shot"]:
@@ -82,8 +98,9 @@ def run_comparison(base, output: str | Path, *, methods=("free", "random"), seed
     recovery = None
     free_rows = [r for r in rows if r.method == "free"]
     if recovery_figure and free_rows and free_rows[0].name not in missing:
-        recovery = _recovery(base, free_rows[0], output, zoo, recovery_teachers, recovery_draws,
-                             recovery_fresh_steps, log, measure=not report_only)
+        with claim(output / "recovery_speed.claim") as mine:      # measured by one process
+            recovery = _recovery(base, free_rows[0], output, zoo, recovery_teachers, recovery_draws,
+                                 recovery_fresh_steps, log, measure=mine and not report_only)
     payload = {"summary": summary, "episodes": digests, "grid": [s.as_dict() for s in grid],
                "rows": [{k: v for k, v in r.items() if k != "fingerprint"} for r in records],
                "recovery_speed": recovery, "rows_not_finished": missing}
@@ -106,7 +123,8 @@ def _recovery(base, row: Row, output: Path, zoo, teachers: int, draws: int, fres
             teachers, len(zoo)):
         data = cached
     elif not measure:
-        log("[compare] recovery speed: not measured yet (--report_only draws only a cached figure)")
+        log("[compare] recovery speed: not measured yet (measured by the process that claims it; "
+            "--report_only draws only a cached figure)")
         return None
     else:
         log(f"[compare] recovery speed: FIVE ({row.name}) vs fresh generator on {teachers} zoo teachers")

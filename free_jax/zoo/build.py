@@ -10,14 +10,19 @@ teachers each pair already has → pre-train the missing ones run by run, saving
 """
 from __future__ import annotations
 
+import functools
+import shutil
 import statistics
+import time
 import zlib
+from pathlib import Path
 
 import jax
 import ml_collections
 import numpy as np
 
 from free_jax import data as data_lib
+from free_jax.locks import claim, waiting_lock
 from free_jax.progress import ProgressLine
 from free_jax.zoo.pretrain import pretrain_teachers
 from free_jax.zoo.store import Zoo
@@ -104,13 +109,15 @@ def _show_pretraining(line: ProgressLine, done_before: int, label: str, event: d
     line.update(finished + running, f"{label} epoch {epoch}/{epochs} (median held-out {accuracy:.2f})", shown=finished)
 
 
-def build_or_load_zoo(path: str, config, *, progress: bool = True) -> Zoo:
+def build_or_load_zoo(path: str, config, *, progress: bool = True, shared: bool = False) -> Zoo:
     """The zoo at ``path``: loaded if complete, resumed if partial, pre-trained if absent.
 
     Args:
       path: zoo directory.
       config: fields of ``default_config()`` (a ConfigDict or dict).
       progress: True for a progress line on stderr, False for none.
+      shared: several processes build this zoo together, each pre-training the runs of
+        ``save_every`` teachers it claims first (``_build_shared``); the zoo is the same.
 
     Raises:
       ValueError: the zoo at ``path`` was built with another configuration (architectures,
@@ -150,31 +157,80 @@ def build_or_load_zoo(path: str, config, *, progress: bool = True) -> Zoo:
     total = sum(n for _, _, n in pairs)
     line = (ProgressLine(total, sum(min(counts[(d, a)], n) for d, a, n in pairs), name="zoo", unit="teachers")
             if progress is True else None)
-    base_key = jax.random.key(int(config.seed))
-    for dataset, arch, wanted in pairs:
-        split = splits[list(config.datasets).index(dataset)]
-        offset = offsets[list(config.datasets).index(dataset)]
-        pair_key = jax.random.fold_in(base_key, zlib.crc32(f"{dataset}/{arch}".encode()) & 0x7FFFFFFF)
-        while counts[(dataset, arch)] < wanted:
-            first = counts[(dataset, arch)]
-            count = min(int(config.save_every), wanted - first)
-            done_before = sum(counts.values())
-            callback = None
-            if line is not None:
-                callback = lambda event, d=done_before, label=f"{arch}/{dataset}": _show_pretraining(
-                    line, d, label, event)
-            overrides = {"learning_rate": config.learning_rate} if config.learning_rate else {}
-            result = pretrain_teachers(
-                split, arch, count, config.way, config.epochs, pair_key, width=config.width or None,
-                batch_size=config.batch_size, class_offset=offset, strategy=config.strategy,
-                progress=callback, first_teacher=first, chunk_size=config.chunk_size or None,
-                crop_padding=config.crop_padding, flip=config.flip, **overrides)
-            zoo = zoo.extend([result])
-            counts[(dataset, arch)] += count
-            zoo.metadata["complete"] = all(counts[(d, a)] >= n for d, a, n in pairs)
-            zoo.save(path)
+    train_run = functools.partial(_pretrain_run, config, splits, offsets, line)
+    if shared:
+        zoo = _build_shared(path, zoo, counts, pairs, int(config.save_every), train_run)
+    else:
+        for dataset, arch, wanted in pairs:
+            while counts[(dataset, arch)] < wanted:
+                first = counts[(dataset, arch)]
+                count = min(int(config.save_every), wanted - first)
+                zoo = zoo.extend([train_run(dataset, arch, first, count, sum(counts.values()))])
+                counts[(dataset, arch)] += count
+                zoo.metadata["complete"] = all(counts[(d, a)] >= n for d, a, n in pairs)
+                zoo.save(path)
     if line is not None:
         line.newline()
+    return zoo
+
+
+def _pretrain_run(config, splits, offsets, line, dataset: str, arch: str, first: int, count: int,
+                  done_before: int):
+    """Pre-trains teachers ``first .. first + count - 1`` of the (dataset, arch) pair (the seed of
+    each depends only on the seed, the pair and its index); returns ``pretrain_teachers``' output."""
+    split = splits[list(config.datasets).index(dataset)]
+    offset = offsets[list(config.datasets).index(dataset)]
+    pair_key = jax.random.fold_in(jax.random.key(int(config.seed)),
+                                  zlib.crc32(f"{dataset}/{arch}".encode()) & 0x7FFFFFFF)
+    callback = None
+    if line is not None:
+        callback = lambda event: _show_pretraining(line, done_before, f"{arch}/{dataset}", event)
+    overrides = {"learning_rate": config.learning_rate} if config.learning_rate else {}
+    return pretrain_teachers(
+        split, arch, count, config.way, config.epochs, pair_key, width=config.width or None,
+        batch_size=config.batch_size, class_offset=offset, strategy=config.strategy,
+        progress=callback, first_teacher=first, chunk_size=config.chunk_size or None,
+        crop_padding=config.crop_padding, flip=config.flip, **overrides)
+
+
+def _build_shared(path: str, zoo: Zoo, counts: dict, pairs, save_every: int, train_run, poll_s: float = 2.0) -> Zoo:
+    """The missing teachers pre-trained by every process that calls this on ``path`` together.
+
+    The work is cut into runs of ``save_every`` teachers, as the one-process build saves them;
+    each run is trained by the process that claims it (``<path>.parts/<run>.claim``, released
+    when that process ends or dies) and saved as a zoo of its own (``<path>.parts/<run>``). A
+    process with nothing left to claim waits for the runs others hold (taking over a run whose
+    holder died); then one process at a time merges the runs, in the one-process build's order,
+    into the zoo at ``path`` (so it is identical to a zoo built in one go) and removes the parts.
+    """
+    parts = Path(path).parent / f"{Path(path).name}.parts"
+    runs = [(d, a, first, min(save_every, wanted - first)) for d, a, wanted in pairs
+            for first in range(counts[(d, a)], wanted, save_every)]
+    part = lambda run: parts / f"{run[0]}-{run[1]}-{run[2]}"
+    complete = lambda: Zoo.exists(path) and Zoo.load(path).metadata.get("complete", False)
+    done = sum(counts.values())
+    while True:
+        held_elsewhere = False
+        for run in runs:
+            if Zoo.exists(part(run)):
+                continue
+            with claim(part(run).with_suffix(".claim")) as mine:
+                if not mine:
+                    held_elsewhere = True
+                elif not Zoo.exists(part(run)) and not complete():   # not finished meanwhile
+                    Zoo.from_pretrained([train_run(run[0], run[1], run[2], run[3], done)]).save(part(run))
+                    done += run[3]
+        if not held_elsewhere or complete():
+            break
+        time.sleep(poll_s)
+    with waiting_lock(parts.with_suffix(".lock")):
+        if complete():
+            return Zoo.load(path)
+        for run in runs:
+            zoo = zoo.extend(Zoo.load(part(run)))
+        zoo.metadata["complete"] = True
+        zoo.save(path)
+        shutil.rmtree(parts, ignore_errors=True)
     return zoo
 
 
