@@ -200,8 +200,9 @@ def _build_shared(path: str, zoo: Zoo, counts: dict, pairs, save_every: int, tra
     each run is trained by the process that claims it (``<path>.parts/<run>.claim``, released
     when that process ends or dies) and saved as a zoo of its own (``<path>.parts/<run>``). A
     process with nothing left to claim waits for the runs others hold (taking over a run whose
-    holder died); then one process at a time merges the runs, in the one-process build's order,
-    into the zoo at ``path`` (so it is identical to a zoo built in one go) and removes the parts.
+    holder died); then the first process to get there merges the runs, in the one-process build's
+    order, into the zoo at ``path`` (so it is identical to a zoo built in one go), and every
+    process removes the parts as it leaves.
     """
     parts = Path(path).parent / f"{Path(path).name}.parts"
     runs = [(d, a, first, min(save_every, wanted - first)) for d, a, wanted in pairs
@@ -209,7 +210,7 @@ def _build_shared(path: str, zoo: Zoo, counts: dict, pairs, save_every: int, tra
     part = lambda run: parts / f"{run[0]}-{run[1]}-{run[2]}"
     complete = lambda: Zoo.exists(path) and Zoo.load(path).metadata.get("complete", False)
     done = sum(counts.values())
-    while True:
+    while not complete():
         held_elsewhere = False
         for run in runs:
             if Zoo.exists(part(run)):
@@ -220,16 +221,19 @@ def _build_shared(path: str, zoo: Zoo, counts: dict, pairs, save_every: int, tra
                 elif not Zoo.exists(part(run)) and not complete():   # not finished meanwhile
                     Zoo.from_pretrained([train_run(run[0], run[1], run[2], run[3], done)]).save(part(run))
                     done += run[3]
-        if not held_elsewhere or complete():
+        if not held_elsewhere:
             break
         time.sleep(poll_s)
     with waiting_lock(parts.with_suffix(".lock")):
         if complete():
-            return Zoo.load(path)
-        for run in runs:
-            zoo = zoo.extend(Zoo.load(part(run)))
-        zoo.metadata["complete"] = True
-        zoo.save(path)
+            zoo = Zoo.load(path)
+        else:
+            for run in runs:
+                zoo = zoo.extend(Zoo.load(part(run)))
+            zoo.metadata["complete"] = True
+            zoo.save(path)
+        # Every process removes the parts as it leaves (one still looking for work may have
+        # re-created the directory for its claims after the merge): none is left after the last.
         shutil.rmtree(parts, ignore_errors=True)
     return zoo
 
