@@ -208,7 +208,7 @@ def _build_shared(path: str, zoo: Zoo, counts: dict, pairs, save_every: int, tra
     runs = [(d, a, first, min(save_every, wanted - first)) for d, a, wanted in pairs
             for first in range(counts[(d, a)], wanted, save_every)]
     part = lambda run: parts / f"{run[0]}-{run[1]}-{run[2]}"
-    complete = lambda: Zoo.exists(path) and Zoo.load(path).metadata.get("complete", False)
+    complete = lambda: (Zoo.stored_metadata(path) or {}).get("complete", False)     # the index only
     done = sum(counts.values())
     while not complete():
         held_elsewhere = False

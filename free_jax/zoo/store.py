@@ -227,13 +227,18 @@ class Zoo:
         Zoo._finish_interrupted_save(path)
         return (path / _INDEX).is_file()
 
-    @classmethod
-    def load(cls, path: str | Path, **expected) -> "Zoo":
-        """Restores a zoo saved by ``save``; ``expected`` is passed to ``check_compatible``."""
+    @staticmethod
+    def stored_metadata(path: str | Path) -> dict | None:
+        """The metadata of the zoo at ``path`` from its index alone (no weights read); None if
+        there is no zoo there."""
         path = Path(path).absolute()
-        if not cls.exists(path):
-            raise FileNotFoundError(f"no model zoo at {path} ({_INDEX} missing); pre-train one with "
-                                    f"experiments/pretrain_zoo.py --output_dir={path}")
+        if not Zoo.exists(path):
+            return None
+        return Zoo.load_index(path).get("metadata", {})
+
+    @staticmethod
+    def load_index(path: Path) -> dict:
+        """The parsed zoo.json of the zoo at ``path`` (a damaged index: a clear error)."""
         try:
             index = json.loads((path / _INDEX).read_text())
             if not isinstance(index, dict) or not {"groups", "teachers"} <= set(index):
@@ -242,6 +247,16 @@ class Zoo:
             raise ValueError(f"the zoo index {path / _INDEX} is damaged ({str(error)[:200]}), so the zoo cannot be "
                              f"read. Delete the zoo directory {path} so it is pre-trained again, or point the run "
                              "at an intact copy") from error
+        return index
+
+    @classmethod
+    def load(cls, path: str | Path, **expected) -> "Zoo":
+        """Restores a zoo saved by ``save``; ``expected`` is passed to ``check_compatible``."""
+        path = Path(path).absolute()
+        if not cls.exists(path):
+            raise FileNotFoundError(f"no model zoo at {path} ({_INDEX} missing); pre-train one with "
+                                    f"experiments/pretrain_zoo.py --output_dir={path}")
+        index = cls.load_index(path)
         if index.get("format") != ZOO_FORMAT:
             raise ValueError(f"zoo at {path} has format {index.get('format')}, this free_jax reads "
                              f"{ZOO_FORMAT}; pre-train the zoo again")
