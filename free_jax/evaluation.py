@@ -161,8 +161,7 @@ def evaluate(meta_learner: MetaLearner, images, episodes: EpisodeSet, steps: int
     images = jnp.asarray(images) if mesh is None else sharding.replicate(images, mesh)
     # Committed to the device(s) whatever the learner's origin (a fresh init is uncommitted, a
     # restored checkpoint committed): jit keys its programs on that, so both share one program.
-    meta_learner = sharding.replicate(meta_learner, mesh) if mesh is not None else jax.device_put(
-        meta_learner, jax.devices()[0])
+    meta_learner = sharding.replicate(meta_learner, mesh)
     indices = episodes.indices
     pad = (-len(indices)) % chunk_size
     if pad:

@@ -90,13 +90,17 @@ def shard_leading(tree, mesh: Mesh):
 
 
 def replicate(tree, mesh: Mesh | None):
-    """Places every leaf of ``tree`` whole on every device of ``mesh`` (None: returns ``tree``).
+    """Places every leaf of ``tree`` whole on every device of ``mesh`` (None: on the default device).
 
     In a multi-process run each process supplies its own copy (which must be the same
     everywhere: the zoo, the restored state) and gets a global array; no data crosses processes.
+    Without a mesh the leaves are committed to the default device, as arrays restored from a
+    checkpoint are: jit keys its programs (and the persistent compilation cache its entries) on
+    that placement, so a fresh run and a resumed one, or a run that pre-trained its zoo and one
+    that loaded it, call the same compiled programs.
     """
     if mesh is None:
-        return tree
+        return jax.device_put(tree, jax.devices()[0])
     target = replicated(mesh)
 
     def place(leaf):

@@ -133,8 +133,13 @@ def test_meta_validation_not_meta_test_selects_the_checkpoint(uninterrupted):
 def test_interrupted_and_resumed_run_equals_uninterrupted(uninterrupted, tmp_path):
     root, results, _ = uninterrupted
     interrupted = tmp_path / "run"
+    phases = (step_lib.recover_phase, step_lib.align_phase, step_lib.replay_batch_phase)
+    programs = [phase._cache_size() for phase in phases]
     loop.run(smoke_config(root / "run" / "zoo", iterations=2), interrupted, log=lambda *_: None)   # "killed" after 2
     resumed = loop.run(smoke_config(root / "run" / "zoo"), interrupted, log=lambda *_: None)
+    # On the loaded zoo and the restored state (committed to the device, as the uninterrupted run's
+    # freshly built ones are placed) the phases reuse the uninterrupted run's compiled programs.
+    assert [phase._cache_size() for phase in phases] == programs
     assert resumed["test"] == results["test"]
     assert (resumed["best_step"], resumed["best_val"]) == (results["best_step"], results["best_val"])
     read = lambda path: [json.loads(line) for line in path.read_text().splitlines()]
