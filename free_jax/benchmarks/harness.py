@@ -6,6 +6,7 @@ separately, ratios measured in the same run, machine/command/date written with t
 from __future__ import annotations
 
 import datetime
+import os
 import platform
 import re
 import resource
@@ -99,3 +100,10 @@ def markdown_table(header: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def load_line(before: tuple[float, float, float], after: tuple[float, float, float]) -> str:
+    """The machine's load averages (``os.getloadavg()``) before and after a suite, as one sentence."""
+    show = lambda load: "/".join(f"{value:.1f}" for value in load)
+    return (f"Load average (1/5/15 min) before {show(before)}, after {show(after)} on a shared "
+            f"{os.cpu_count()}-core machine.")

@@ -13,6 +13,7 @@ against the authors' PyTorch code on this CPU (2.2 s per epoch, docs/pytorch_ref
 """
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 
@@ -77,6 +78,7 @@ def equal_work(small: bool) -> str:
 
 
 def run(small: bool) -> str:
+    load_before = os.getloadavg()
     split, render_seconds = _split(small)
     num_teachers, epochs, width = (4, 1, 8) if small else (100, 1, 64)
     strategy, chunk = resolve_chunk("auto", num_teachers, None)
@@ -98,4 +100,4 @@ def run(small: bool) -> str:
             f"{table}\n\nAt the paper's 60 epochs a teacher costs 60 teacher-epochs: divide "
             "teachers/min by 60 / epochs. Compile time is excluded from the run time. Peak RSS is "
             "the process's high-water mark so far (the second row includes the first).\n\n"
-            + equal_work(small))
+            + equal_work(small) + "\n\n" + harness.load_line(load_before, os.getloadavg()))
