@@ -134,11 +134,11 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(uninterrupted, tmp_pat
     root, results, _ = uninterrupted
     interrupted = tmp_path / "run"
     phases = (step_lib.recover_phase, step_lib.align_phase, step_lib.replay_batch_phase)
-    programs = [phase._cache_size() for phase in phases]
     loop.run(smoke_config(root / "run" / "zoo", iterations=2), interrupted, log=lambda *_: None)   # "killed" after 2
+    programs = [phase._cache_size() for phase in phases]
     resumed = loop.run(smoke_config(root / "run" / "zoo"), interrupted, log=lambda *_: None)
-    # On the loaded zoo and the restored state (committed to the device, as the uninterrupted run's
-    # freshly built ones are placed) the phases reuse the uninterrupted run's compiled programs.
+    # The restored state is placed as the fresh one was (committed to the device), so the resumed
+    # run calls the programs the first part compiled instead of compiling them again.
     assert [phase._cache_size() for phase in phases] == programs
     assert resumed["test"] == results["test"]
     assert (resumed["best_step"], resumed["best_val"]) == (results["best_step"], results["best_val"])
