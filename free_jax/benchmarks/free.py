@@ -185,6 +185,5 @@ Speed > 1× means faster than PyTorch. Note the replay budget: here a fixed R ×
 ≈ {TORCH_ITERATION_S:.0f} s per iteration. At our per-task replay cost, 150-300 tasks would take
 {task_s * 150:.0f}-{task_s * 300:.0f} s and an iteration
 {fixed_s + task_s * 150:.0f}-{fixed_s + task_s * 300:.0f} s.
-Load average (1/5/15 min) before {load_before[0]:.1f}/{load_before[1]:.1f}/{load_before[2]:.1f}, after
-{load_after[0]:.1f}/{load_after[1]:.1f}/{load_after[2]:.1f} on a shared 2-core machine.
+{harness.load_line(load_before, load_after)}
 """

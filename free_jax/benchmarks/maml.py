@@ -139,6 +139,6 @@ pooling whose second derivative XLA miscompiled is gone (docs/exact_gradients.md
 The scan and first-order {batch}-task rows use the fastest {batch}-task strategy ({best}).
 PyTorch figure: one 2nd-order MAML task of the authors' code on this CPU, 0.106 s
 (measured with PyTorch 2.13, incl. 0.015 s of PNG reads), × tasks; speed > 1× means faster
-than PyTorch. Load average (1/5/15 min) before {load_before[0]:.1f}/{load_before[1]:.1f}/{load_before[2]:.1f},
-after {load_after[0]:.1f}/{load_after[1]:.1f}/{load_after[2]:.1f} on a shared 2-core machine (±30 %).
+than PyTorch. Figures vary ±30 % between runs.
+{harness.load_line(load_before, load_after)}
 """

@@ -88,6 +88,5 @@ queries, 5 inner steps at lr 0.01); medians of {settings['rounds']} interleaved 
 
 {table}
 
-Load average (1/5/15 min) before {load_before[0]:.1f}/{load_before[1]:.1f}/{load_before[2]:.1f}, after
-{load_after[0]:.1f}/{load_after[1]:.1f}/{load_after[2]:.1f} on a shared 2-core machine.
+{harness.load_line(load_before, load_after)}
 """
