@@ -14,7 +14,6 @@ import functools
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from free_jax import sharding, vectorize
@@ -158,15 +157,14 @@ def evaluate(meta_learner: MetaLearner, images, episodes: EpisodeSet, steps: int
     chunk_size = min(chunk_size or default_chunk_size(), episodes.num_episodes)
     devices = sharding.mesh_size(mesh)
     chunk_size = -(-chunk_size // devices) * devices     # whole episodes per device
-    images = jnp.asarray(images) if mesh is None else sharding.replicate(images, mesh)
-    # Committed to the device(s) whatever the learner's origin (a fresh init is uncommitted, a
-    # restored checkpoint committed): jit keys its programs on that, so both share one program.
-    meta_learner = sharding.replicate(meta_learner, mesh)
+    # Committed to the device(s) whatever the origin (a fresh init is uncommitted, a restored
+    # checkpoint committed; numpy or device images): jit keys its programs on that, so all share one.
+    images, meta_learner = sharding.replicate((images, meta_learner), mesh)
     indices = episodes.indices
     pad = (-len(indices)) % chunk_size
     if pad:
         indices = np.concatenate([indices, indices[np.arange(pad) % len(indices)]])
-    place = jnp.asarray if mesh is None else (lambda chunk: sharding.replicate(chunk, mesh))
+    place = lambda chunk: sharding.replicate(chunk, mesh)
     lr = float(lr)       # a weakly typed scalar: the learner's dtype (float32, or float64 under x64)
     chunks = [_chunk_accuracies(meta_learner, _gather_chunk(images, place(indices[i:i + chunk_size])),
                                 episodes.shot, steps, lr, strategy, mesh, inner_loop)
