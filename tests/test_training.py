@@ -45,20 +45,6 @@ def tiny_setup():
     return make, group, config
 
 
-def test_phased_iteration_equals_fused_iteration():
-    make, group, config = tiny_setup()
-    phased, fused = make(), make()
-    for warmup in (True, False):
-        phased, _ = step_lib.run_phases(phased, [group], config, warmup)
-        fused, metrics = step_lib.free_iteration(fused, [group], config, warmup=warmup)
-    assert int(phased.step) == int(fused.step) == 2
-    np.testing.assert_array_equal(phased.bank.counts, fused.bank.counts)
-    assert int(fused.bank.counts.sum()) == 2 * 5 * 4          # warm-up stored nothing
-    chex.assert_trees_all_close(phased.meta_learner.params, fused.meta_learner.params, rtol=1e-4, atol=1e-5)
-    chex.assert_trees_all_close(phased.gen_params, fused.gen_params, rtol=1e-4, atol=1e-5)
-    assert set(metrics) >= {"inv_ce", "kd_loss", "replay_loss", "replay_accuracy"}
-
-
 def test_replay_host_loop_with_patience_equals_replay_in_one_program():
     """The training loop's replay (a host loop over one jitted meta-batch) computes what the
     fused iteration's replay (lax.while_loop) does under the patience rule, stopping after the
@@ -172,21 +158,36 @@ def test_iteration_program_is_phased_on_cpu_and_fused_on_accelerators():
 
 
 @pytest.mark.slow
-def test_fused_program_trains_and_waits_for_the_device_only_at_logged_iterations(uninterrupted, tmp_path):
+def test_fused_program_trains_like_the_phased_one_and_waits_for_the_device_only_at_logged_iterations(
+        uninterrupted, tmp_path):
     """``--config.iteration=fused`` (the accelerators' default) through the whole loop: one program
     per iteration, timed as "iteration"; with log_every=4 over 4 iterations (warm-up 1) only the
     compiling iterations (0: warm-up, 1: first full) and the logged last one wait for the device
-    and read their metrics; iteration 2 is neither timed nor logged."""
+    and read their metrics; iteration 2 is neither timed nor logged. The same run with the phased
+    programs (CPU's default: recovery, alignment, replay batches) ends in the same state: the fused
+    iteration computes what the phases do, warm-up and full iterations alike."""
     root, _, _ = uninterrupted
-    config = smoke_config(root / "run" / "zoo", iterations=4, log_every=4, iteration="fused")
-    results = loop.run(config, tmp_path, log=lambda *_: None)
+    runs = {}
+    for iteration in ("fused", "phased"):
+        config = smoke_config(root / "run" / "zoo", iterations=4, log_every=4, iteration=iteration,
+                              keep_checkpoints=4)
+        runs[iteration] = loop.run(config, tmp_path / iteration, log=lambda *_: None)
+    results = runs["fused"]
     phases = results["phase_seconds"]
     assert set(phases) == {"iteration", "evaluation"} and phases["iteration"]["calls"] == 3
-    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert {"recovery", "alignment", "replay"} <= set(runs["phased"]["phase_seconds"])
+    lines = [json.loads(line) for line in (tmp_path / "fused" / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines if "replay_loss" in line] == [3]
     assert [line["step"] for line in lines if "val_accuracy" in line] == [1, 2, 3]
     assert all(np.isfinite(line["replay_loss"]) for line in lines if "replay_loss" in line)
     assert results["test"] and all(0.0 <= value["free"][0] <= 100.0 for value in results["test"].values())
+    for step in (1, 4):                 # after the warm-up iteration, and at the end
+        fused, phased = (_final_state(tmp_path / iteration, step) for iteration in ("fused", "phased"))
+        assert int(fused["step"]) == int(phased["step"]) == step
+        np.testing.assert_array_equal(fused["bank"]["counts"], phased["bank"]["counts"])
+        assert (int(fused["bank"]["counts"].sum()) > 0) == (step > 1)          # warm-up stores nothing
+        chex.assert_trees_all_close(fused["meta_learner"], phased["meta_learner"], rtol=1e-4, atol=1e-5)
+        chex.assert_trees_all_close(fused["gen_params"], phased["gen_params"], rtol=1e-4, atol=1e-5)
 
 
 class TrainingImagesLoaded(RuntimeError):
@@ -221,11 +222,12 @@ def test_free_run_needs_no_training_images_once_the_zoo_exists(uninterrupted, tm
         line for line in read(root / "run" / "metrics.jsonl") if line["step"] < 2]
 
 
-def _final_state(workdir):
-    """The newest saved state as raw arrays (no abstract target needed for a comparison)."""
+def _final_state(workdir, step=None):
+    """The saved state of ``step`` (default the newest) as raw arrays (no abstract target needed
+    for a comparison)."""
     manager = checkpointing.TrainingCheckpoints(Path(workdir) / "checkpoints")
     try:
-        return manager.restore_raw()
+        return manager.restore_raw(step)
     finally:
         manager.close()
 
