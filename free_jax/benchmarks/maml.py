@@ -28,7 +28,7 @@ PYTORCH_TASK_S = 0.106  # one 2nd-order MAML task, authors' code on this CPU (do
 
 def _settings(small: bool) -> dict:
     if small:
-        return dict(shape=(16, 16, 1), width=8, way=5, shot=1, query=2, steps=2, lr=0.01, batch=2)
+        return dict(shape=(16, 16, 1), width=8, way=5, shot=1, query=2, steps=1, lr=0.01, batch=2)
     return dict(shape=(32, 32, 3), width=32, way=5, shot=1, query=15, steps=5, lr=0.01, batch=10)
 
 
