@@ -180,6 +180,8 @@ def test_fused_program_trains_like_the_phased_one_and_waits_for_the_device_only_
     assert [line["step"] for line in lines if "replay_loss" in line] == [3]
     assert [line["step"] for line in lines if "val_accuracy" in line] == [1, 2, 3]
     assert all(np.isfinite(line["replay_loss"]) for line in lines if "replay_loss" in line)
+    assert all(set(line) >= {"inv_ce", "kd_loss", "replay_loss", "replay_accuracy"}
+               for line in lines if "replay_loss" in line)                # the fused iteration's metrics
     assert results["test"] and all(0.0 <= value["free"][0] <= 100.0 for value in results["test"].values())
     for step in (1, 4):                 # after the warm-up iteration, and at the end
         fused, phased = (_final_state(tmp_path / iteration, step) for iteration in ("fused", "phased"))
