@@ -201,13 +201,20 @@ def use_glyph_cpu_table(c) -> None:
 
 def shrink_for_smoke(c, *, num_teachers: int = 3, iterations: int = 3, teachers_per_iteration: int = 2) -> None:
     """A seconds-to-minutes plumbing run: width-8 teachers trained 1 epoch, a tiny generator and
-    replay, 3-step baseline recoveries, 4 evaluation episodes, a checkpoint and meta-validation every iteration."""
+    replay, 1 FIVE step and 1 replay inner step, 2-step baseline recoveries, 4 evaluation episodes,
+    a checkpoint and meta-validation every iteration.
+
+    Sized for compilation, which is most of a smoke run's time on CPU: unrolled steps compile in
+    proportion to their number, so the loops here take one or two steps (the multi-step loops are
+    checked by the tests of each piece), and the zoo's epoch and the evaluation's adaptation are
+    ``lax.scan`` loops, which compile faster than unrolled ones (BENCHMARKS.md, "Test suite")."""
     c.zoo.num_teachers, c.zoo.epochs, c.zoo.width, c.zoo.save_every = num_teachers, 1, 8, num_teachers
+    c.zoo.epoch_loop = "scan"
     c.iterations, c.warmup, c.teachers_per_iteration = iterations, 1, teachers_per_iteration
     c.query = 3
-    c.inversion.update(images_per_class=4 if c.shot == 1 else 8, nz=16, ngf=8, k=2, fresh_steps=3, pixel_steps=3)
-    c.replay.update(tasks_per_batch=2, batches=2, inner_steps=2)
-    c.eval.update(every=1, val_episodes=4, test_episodes=4, query=3, steps=2)
+    c.inversion.update(images_per_class=4 if c.shot == 1 else 8, nz=16, ngf=8, k=1, fresh_steps=2, pixel_steps=2)
+    c.replay.update(tasks_per_batch=2, batches=2, inner_steps=1)
+    c.eval.update(every=1, val_episodes=4, test_episodes=4, query=3, steps=2, inner_loop="scan")
     c.checkpoint_every, c.grid_every, c.bank_capacity = 1, 2, 20
     # One device: a plumbing run on CPU (where tests force 4 devices, a mesh would pad 2 teachers and
     # tasks to 4); tests/test_mesh.py runs the mesh, experiments/device_check.sh on accelerators.

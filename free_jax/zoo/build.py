@@ -31,6 +31,9 @@ from free_jax.zoo.store import Zoo
 _IDENTITY_FIELDS = ("datasets", "archs", "way", "epochs", "seed", "width", "batch_size",
                     "data_options", "crop_padding", "flip", "learning_rate")
 
+# zoo.epoch_loop -> pretrain_teachers' unroll_steps (None: its per-backend default).
+_EPOCH_LOOPS = {"auto": None, "unroll": True, "scan": False}
+
 
 def data_options_config() -> ml_collections.ConfigDict:
     """Loader options shared by every dataset of a zoo or run, unset (None) by default.
@@ -69,6 +72,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.strategy = "auto"        # vectorisation over teachers (free_jax.vectorize)
     config.chunk_size = 0           # teachers per compiled program (0: backend default)
     config.save_every = 20          # teachers pre-trained between two saves (resume points)
+    config.epoch_loop = "auto"      # an epoch's steps: "unroll", "scan" or "auto" (unrolled on CPU at <= 8 steps)
     return config
 
 
@@ -125,6 +129,8 @@ def build_or_load_zoo(path: str, config, *, progress: bool = True, shared: bool 
     """
     if isinstance(config, dict):
         config = ml_collections.ConfigDict(config)
+    if config.get("epoch_loop", "auto") not in _EPOCH_LOOPS:
+        raise ValueError(f"zoo.epoch_loop={config.epoch_loop!r} is invalid; use one of {sorted(_EPOCH_LOOPS)}")
     identity = _identity(config)
     pairs = _pairs(config)
     if any(wanted < 1 for _, _, wanted in pairs):
@@ -190,7 +196,8 @@ def _pretrain_run(config, splits, offsets, line, dataset: str, arch: str, first:
         split, arch, count, config.way, config.epochs, pair_key, width=config.width or None,
         batch_size=config.batch_size, class_offset=offset, strategy=config.strategy,
         progress=callback, first_teacher=first, chunk_size=config.chunk_size or None,
-        crop_padding=config.crop_padding, flip=config.flip, **overrides)
+        crop_padding=config.crop_padding, flip=config.flip, unroll_steps=_EPOCH_LOOPS[config.get("epoch_loop", "auto")],
+        **overrides)
 
 
 def _build_shared(path: str, zoo: Zoo, counts: dict, pairs, save_every: int, train_run, poll_s: float = 2.0) -> Zoo:
