@@ -123,12 +123,16 @@ def test_replay_and_recovery_per_device_flops_are_a_quarter_on_4_devices(mesh):
 
 # --------------------------------------------------------------------------- same numbers
 def test_one_iteration_and_evaluation_on_4_devices_equal_1_device_in_float64(mesh):
-    """4 teachers (one per device) and 3 replay tasks per meta-batch (padded to 4, one masked)."""
+    """4 teachers (one per device) and 3 replay tasks per meta-batch (padded to 4, one masked).
+
+    Teachers and tasks are mapped with ``lax_map`` (one compiled body; the CPU default "loop"
+    unrolls 4 of each in the 1-device program, 68 s against 53 s for this test alone); the
+    two-process test below runs the default on a mesh, tests/test_strategy_parity.py equates the strategies."""
     with jax.enable_x64(True):
         group = to_f64(teacher_group(4))
-        inversion = InversionConfig(way=3, images_per_class=2, nz=8, ngf=4, k=2, crop_padding=2, strategy="loop")
+        inversion = InversionConfig(way=3, images_per_class=2, nz=8, ngf=4, k=2, crop_padding=2, strategy="lax_map")
         config = step_lib.StepConfig(inversion=inversion, replay=ReplayConfig(
-            way=3, shot=1, query=1, tasks_per_batch=3, batches=2, inner_steps=1, strategy="loop"))
+            way=3, shot=1, query=1, tasks_per_batch=3, batches=2, inner_steps=1, strategy="lax_map"))
         make = lambda: to_f64(init_state(
             jax.random.key(0), meta_arch="conv4", meta_width=4, way=3, image_shape=SHAPE, mean=[0.5], std=[0.25],
             inversion=inversion, outer_lr=1e-3, num_classes_total=12, bank_capacity=4, bank_dtype="float32"))

@@ -68,7 +68,7 @@ def test_method_objective_and_ablations_parse_through_the_binary_flags(monkeypat
     validate_config(config)
     step = step_config(config)
     assert (step.recovery, step.objective) == ("pixel", "replay")
-    assert (step.inversion.lambda_adv, step.inversion.lambda_bn, step.inversion.pixel_steps) == (0.0, 0.01, 3)
+    assert (step.inversion.lambda_adv, step.inversion.lambda_bn, step.inversion.pixel_steps) == (0.0, 0.01, 2)
     expected = {"free": ("five", "replay"), "fresh_generator": ("fresh_generator", "replay"),
                 "oracle_maml": (None, "replay"), "random": (None, "replay"), "average": (None, "replay")}
     for method, settings in expected.items():
@@ -164,7 +164,7 @@ def test_every_method_and_objective_runs_end_to_end(glyph_smoke_run, tmp_path):
     zoo_path = free_run / "zoo"
     quiet = dict(log=lambda *_: None)
     markdown = _check_results(free_results, free_run, "free")
-    assert "FIVE meta-generator, k = 2 steps per teacher" in markdown and "BELL (alignment + replay)" in markdown
+    assert "FIVE meta-generator, k = 1 steps per teacher" in markdown and "BELL (alignment + replay)" in markdown
 
     run = tmp_path / "fresh"
     results = loop.run(smoke_config("fresh_generator", zoo_path, meta_objective="replay"), run, **quiet)
