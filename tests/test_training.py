@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from free_jax import checkpointing, data as data_lib, evaluation, models
+from free_jax import checkpointing, data as data_lib, evaluation, memory, models
 from free_jax.data import registry as data_registry
 from free_jax.inversion import InversionConfig
 from free_jax.meta.replay import ReplayConfig
@@ -52,7 +52,10 @@ def test_replay_host_loop_with_patience_equals_replay_in_one_program():
     patience = 1
     make, group, config = tiny_setup()
     config = dataclasses.replace(config, replay=dataclasses.replace(config.replay, batches=4, patience=patience))
-    state, _, _ = step_lib.recover_phase(make(), [group], config, False)     # fills the bank
+    state = make()      # a bank of 4 random images for each of the 10 classes (replay reads only the bank)
+    labels = jnp.repeat(jnp.arange(10, dtype=jnp.int32), 4)
+    state = state.replace(bank=jax.jit(memory.add)(
+        state.bank, jax.random.uniform(jax.random.key(4), (40, *state.bank.image_shape)), labels))
     copy = jax.tree_util.tree_map(jnp.copy, state)
     host, host_metrics = step_lib.replay_phase(state, config)
     fused, fused_metrics = jax.jit(step_lib._replay_in_one_program, static_argnames="config")(copy, config)

@@ -69,6 +69,16 @@ def test_vectorised_equals_each_teacher_alone(split, trained):
                            vmapped.variables["params"]["Dense_0"]["kernel"][1])
 
 
+def test_scanned_epoch_trains_the_teachers_the_unrolled_one_does(split, trained):
+    """``unroll_steps=False`` (``zoo.epoch_loop="scan"``): an epoch's steps in a ``lax.scan``; the
+    fixture's 3-step epochs are unrolled by default on CPU. Same teachers up to float noise."""
+    looped, loop_specs = trained
+    scanned, scan_specs = pretrain_teachers(split, "conv4", 3, WAY, 3, jax.random.key(3), class_offset=100,
+                                            strategy="loop", chunk_size=2, unroll_steps=False, **SGD)
+    chex.assert_trees_all_close(looped.variables, scanned.variables, rtol=1e-4, atol=1e-5)
+    assert [s.best_epoch for s in loop_specs] == [s.best_epoch for s in scan_specs]
+
+
 def _heldout_accuracy(split, group, spec, index):
     plans = pretrain_lib._plan_teachers(split.labels, split.num_classes, WAY, np.array([spec.seed]))
     mask = plans.held_mask[0] > 0

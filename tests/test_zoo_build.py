@@ -69,6 +69,12 @@ def _shared_builds_make_the_same_zoo(tmp_path, whole):
         chex.assert_trees_all_close(zoo.groups()[0].variables, whole.groups()[0].variables, rtol=1e-5, atol=1e-6)
 
 
+def test_an_unknown_epoch_loop_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match=r"zoo.epoch_loop='while' is invalid; use one of \['auto', 'scan', 'unroll'\]"):
+        build_or_load_zoo(str(tmp_path / "zoo"), tiny_config(epoch_loop="while"), progress=False)
+    assert not (tmp_path / "zoo").exists()
+
+
 def test_pretrain_zoo_binary_smoke(tmp_path):
     command = [sys.executable, str(REPO / "experiments" / "pretrain_zoo.py"), f"--output_dir={tmp_path / 'zoo'}",
                "--zoo.num_teachers=2", "--zoo.way=3", "--zoo.epochs=1", "--zoo.width=4", "--zoo.batch_size=16",
