@@ -88,7 +88,10 @@ def test_split_over_tasks_gives_each_device_its_share_and_masks_the_padding(mesh
 
 
 def test_replay_and_recovery_per_device_flops_are_a_quarter_on_4_devices(mesh):
-    """The compiled SPMD programs: each device adapts 1 of 4 replay tasks / inverts 1 of 4 teachers."""
+    """The compiled SPMD programs: each device adapts 1 of 4 replay tasks / inverts 1 of 4 teachers.
+
+    Tasks and teachers are vmapped (batched ops count all 4 in FLOPs; ``lax_map`` would count its
+    body once): 29 s against 39 s for the 4-fold unrolled "loop"."""
     learner = create_meta_learner(jax.random.key(0), "conv4", 3, SHAPE, [0.5], [0.25], width=4)
     bank = memory.create_bank(6, 4, SHAPE)
     bank = memory.add(bank, jax.random.uniform(jax.random.key(1), (24, *SHAPE)), jnp.repeat(jnp.arange(6), 4))
@@ -96,7 +99,7 @@ def test_replay_and_recovery_per_device_flops_are_a_quarter_on_4_devices(mesh):
     opt_state = optimizer.init(learner.params)
 
     def replay_program(mesh):
-        config = ReplayConfig(way=3, shot=1, query=2, tasks_per_batch=4, batches=1, inner_steps=1, strategy="loop",
+        config = ReplayConfig(way=3, shot=1, query=2, tasks_per_batch=4, batches=1, inner_steps=1, strategy="vmap",
                               mesh=mesh)
         return jax.jit(lambda learner, opt_state, bank, key: replay_batch(learner, opt_state, optimizer, bank, key,
                                                                           0, config))
@@ -108,7 +111,7 @@ def test_replay_and_recovery_per_device_flops_are_a_quarter_on_4_devices(mesh):
     assert "all-reduce" in split.as_text() and "all-reduce" not in whole.as_text()   # the psum of the gradients
 
     group = teacher_group(4)
-    base = InversionConfig(way=3, images_per_class=2, nz=8, ngf=4, k=1, crop_padding=2, strategy="loop")
+    base = InversionConfig(way=3, images_per_class=2, nz=8, ngf=4, k=1, crop_padding=2, strategy="vmap")
     gen_params, gen_opt_state = init_generator(jax.random.key(0), base, SHAPE)
 
     def recovery_program(mesh):

@@ -94,9 +94,12 @@ def test_glyph_teachers_beat_chance_by_far(tmp_path):
     """Demo settings: 5-way Conv4 (width 32, batch 64, 20 epochs) on 28×28×1 glyphs; median ≥ 80 %.
 
     The 20-teacher demo zoo measured a median held-out accuracy of 0.82 at 12 epochs, still rising.
+    The epoch's steps are scanned (``zoo.epoch_loop``; the demo unrolls them on CPU): the same
+    training (tests/test_zoo.py), compiled in 6 s instead of 20 s at XLA's default level. Measured
+    2026-12-06: 0.867, 0.750, 0.833, 0.950 (unrolled: 0.867, 0.783, 0.850, 0.950).
     """
     config = default_config()
-    config.update(num_teachers=4, epochs=20, width=32, batch_size=64, chunk_size=4)
+    config.update(num_teachers=4, epochs=20, width=32, batch_size=64, chunk_size=4, epoch_loop="scan")
     config.data_options.update(image_size=28, channels=1)
     zoo = build_or_load_zoo(str(tmp_path / "zoo"), config, progress=False)
     accuracy = [s.heldout_accuracy for s in zoo.specs]
