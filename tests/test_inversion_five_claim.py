@@ -19,7 +19,7 @@ shuffled every meta-iteration, which gave 0.869 for seed 0). Those figures are f
 on 2026-11-30, after the pooling fix (docs/exact_gradients.md), one cross-entropy for the whole
 package and the shared warm-up loop (teachers passed as jit arguments), seed 0 measured 0.847 vs
 0.750 (0.61×); on 2026-12-06, with the teachers' epochs scanned (``unroll_steps=False``: the same
-training, compiled in 7 s instead of 10 s), 0.856 vs 0.716 (0.51×). The fresh generator's images are
+training up to float noise, compiled faster), 0.856 vs 0.716 (0.51×). The fresh generator's images are
 misclassified 1.5-2.4 times as often. FOMAML at the same
 settings gave no gain (0.725 vs 0.738); the paper's lr 1e-3 for both loops gains only +0.04 in 300
 meta-iterations (0.656 vs 0.619), which is why the learning rates are larger here.

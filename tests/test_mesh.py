@@ -90,8 +90,8 @@ def test_split_over_tasks_gives_each_device_its_share_and_masks_the_padding(mesh
 def test_replay_and_recovery_per_device_flops_are_a_quarter_on_4_devices(mesh):
     """The compiled SPMD programs: each device adapts 1 of 4 replay tasks / inverts 1 of 4 teachers.
 
-    Tasks and teachers are vmapped (batched ops count all 4 in FLOPs; ``lax_map`` would count its
-    body once): 29 s against 39 s for the 4-fold unrolled "loop"."""
+    Tasks and teachers are vmapped: batched ops count all 4 in FLOPs (``lax_map`` would count its
+    body once) and compile faster than the 4-fold unrolled "loop" (BENCHMARKS.md "Test suite")."""
     learner = create_meta_learner(jax.random.key(0), "conv4", 3, SHAPE, [0.5], [0.25], width=4)
     bank = memory.create_bank(6, 4, SHAPE)
     bank = memory.add(bank, jax.random.uniform(jax.random.key(1), (24, *SHAPE)), jnp.repeat(jnp.arange(6), 4))

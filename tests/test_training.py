@@ -52,10 +52,11 @@ def test_replay_host_loop_with_patience_equals_replay_in_one_program():
     patience = 1
     make, group, config = tiny_setup()
     config = dataclasses.replace(config, replay=dataclasses.replace(config.replay, batches=4, patience=patience))
-    state = make()      # a bank of 4 random images for each of the 10 classes (replay reads only the bank)
-    labels = jnp.repeat(jnp.arange(10, dtype=jnp.int32), 4)
+    state = make()      # 4 random images for every class of the bank (replay reads only the bank)
+    bank, per_class = state.bank, 4
+    labels = jnp.repeat(jnp.arange(bank.num_classes, dtype=jnp.int32), per_class)
     state = state.replace(bank=jax.jit(memory.add)(
-        state.bank, jax.random.uniform(jax.random.key(4), (40, *state.bank.image_shape)), labels))
+        bank, jax.random.uniform(jax.random.key(4), (len(labels), *bank.image_shape)), labels))
     copy = jax.tree_util.tree_map(jnp.copy, state)
     host, host_metrics = step_lib.replay_phase(state, config)
     fused, fused_metrics = jax.jit(step_lib._replay_in_one_program, static_argnames="config")(copy, config)

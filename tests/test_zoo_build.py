@@ -95,8 +95,8 @@ def test_glyph_teachers_beat_chance_by_far(tmp_path):
 
     The 20-teacher demo zoo measured a median held-out accuracy of 0.82 at 12 epochs, still rising.
     The epoch's steps are scanned (``zoo.epoch_loop``; the demo unrolls them on CPU): the same
-    training (tests/test_zoo.py), compiled in 6 s instead of 20 s at XLA's default level. Measured
-    2026-12-06: 0.867, 0.750, 0.833, 0.950 (unrolled: 0.867, 0.783, 0.850, 0.950).
+    training up to float noise (tests/test_zoo.py), compiled faster (figures in BENCHMARKS.md
+    "Test suite").
     """
     config = default_config()
     config.update(num_teachers=4, epochs=20, width=32, batch_size=64, chunk_size=4, epoch_loop="scan")
