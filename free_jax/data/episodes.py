@@ -6,6 +6,7 @@ sampler serves the memory bank (``free_jax.memory``), whose rows are classes too
 """
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -87,10 +88,16 @@ def sample_episode_indices(key: jax.Array, class_index: ClassIndex, num_episodes
     check_episode_shape(num_episodes, way, shot, query)
     check_enough_classes(class_index.counts, way, shot + query,
                          f"episode sampling (shot={shot} + query={query} images per class)")
+    return _sample_episodes(key, class_index, num_episodes=int(num_episodes), way=int(way), per_class=shot + query)
+
+
+@functools.partial(jax.jit, static_argnames=("num_episodes", "way", "per_class"))
+def _sample_episodes(key: jax.Array, class_index: ClassIndex, *, num_episodes: int, way: int, per_class: int):
+    """``sample_episode_indices`` after its checks, one jitted program (op by op: dozens of tiny programs)."""
     max_slots = class_index.table.shape[1]
 
     def one(episode_key):
-        classes, slots = sample_class_slots(episode_key, class_index.counts, max_slots, way, shot + query)
+        classes, slots = sample_class_slots(episode_key, class_index.counts, max_slots, way, per_class)
         return class_index.table[classes[:, None], slots]
 
     return jax.vmap(one)(jax.random.split(key, num_episodes))

@@ -79,8 +79,14 @@ def init_generator(key: jax.Array, config: InversionConfig, image_shape) -> tupl
     if height != width:
         raise ValueError(f"the generator makes square images, got {image_shape}")
     module = models.Generator(image_size=height, channels=channels, nz=config.nz, ngf=config.ngf)
-    gen_params = module.init(key, jnp.zeros((2, config.nz), jnp.float32))["params"]
+    gen_params = _init_generator_params(key, module=module)
     return gen_params, meta_optimizer(config).init(gen_params)
+
+
+@functools.partial(jax.jit, static_argnames="module")
+def _init_generator_params(key: jax.Array, *, module) -> Any:
+    """The generator's ``params``, one jitted program (op by op, dozens of tiny programs; same bits)."""
+    return module.init(key, jnp.zeros((2, module.nz), jnp.float32))["params"]
 
 
 def meta_update_generator(gen_params, gen_opt_state, meta_grad, config: InversionConfig):
