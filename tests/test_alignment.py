@@ -44,36 +44,44 @@ def _check_alignment_by_hand():
     gradient, metrics = jax.jit(lambda m, g, im, k: alignment.alignment_gradient(
         m, [g], [im], k, inner_lr=lr, beta_align=beta, tau=tau, crop_padding=2, flip=True))(learner, group, images, key)
 
-    # By hand: the same order and augmentation draws, Adam written out, one teacher at a time.
+    # By hand: the same order and augmentation draws, Adam written out, one teacher at a time (each
+    # teacher's step one jitted program, compiled once: the eager op-by-op run compiled ~400 programs).
     order_key, aug_key = jax.random.split(key)
     _, local = alignment.teacher_order(order_key, [group])
-    params, m, v = learner.params, None, None
-    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-    m, v = zeros, zeros
-    losses = []
-    for position, teacher in enumerate(np.asarray(local)):
-        views = augment.random_crop_flip(jax.random.fold_in(aug_key, position), images[teacher], 2, True)
-        t_vars = jax.tree_util.tree_map(lambda leaf: leaf[teacher], group.variables)
-        t_logits = models.apply(group.module, t_vars, normalize(views, group.mean[teacher], group.std[teacher]),
-                                "running")
+
+    @jax.jit
+    def adam_step(params, m, v, t, views, t_vars, t_mean, t_std):
+        t_logits = models.apply(group.module, t_vars, normalize(views, t_mean, t_std), "running")
+
         def kd(p):
             s_logits = models.apply(learner.module, {**learner.variables, "params": p},
                                     normalize(views, learner.mean, learner.std), "batch")
             log_p = jax.nn.log_softmax(t_logits / tau)
             return tau ** 2 * jnp.mean(jnp.sum(jnp.exp(log_p) * (log_p - jax.nn.log_softmax(s_logits / tau)), -1))
         loss, grads = jax.value_and_grad(kd)(params)
-        losses.append(loss)
-        t = position + 1
         m = jax.tree_util.tree_map(lambda a, g: 0.9 * a + 0.1 * g, m, grads)
         v = jax.tree_util.tree_map(lambda a, g: 0.999 * a + 0.001 * g * g, v, grads)
         params = jax.tree_util.tree_map(
             lambda p, a, b: p - lr * (a / (1 - 0.9 ** t)) / (jnp.sqrt(b / (1 - 0.999 ** t)) + 1e-8), params, m, v)
+        return params, m, v, loss
+
+    params = learner.params
+    m = v = jax.tree_util.tree_map(jnp.zeros_like, params)
+    losses = []
+    for position, teacher in enumerate(np.asarray(local)):
+        views = augment.random_crop_flip(jax.random.fold_in(aug_key, position), images[teacher], 2, True)
+        t_vars = jax.tree_util.tree_map(lambda leaf: leaf[teacher], group.variables)
+        params, m, v, loss = adam_step(params, m, v, jnp.float64(position + 1), views, t_vars, group.mean[teacher],
+                                       group.std[teacher])
+        losses.append(loss)
     expected = jax.tree_util.tree_map(lambda before, after: beta * (before - after), learner.params, params)
     chex.assert_trees_all_close(gradient, expected, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(metrics["kd_loss"], np.mean(losses), rtol=1e-4)
 
 
+@jax.jit
 def _teacher_gradients(learner, group, images, params):
+    """Each teacher's distillation gradient at ``params``, flattened (one program for every call)."""
     grads = []
     for teacher in range(group.size):
         t_vars = jax.tree_util.tree_map(lambda leaf: leaf[teacher], group.variables)
@@ -111,6 +119,9 @@ def test_alignment_update_raises_teacher_gradient_inner_products():
     third-order terms already flip the sign on some of these random problems)."""
     lr = 0.01
     gains = []
+    align = jax.jit(lambda learner, group, images, key: alignment.alignment_gradient(
+        learner, [group], [images], key, inner_lr=lr, beta_align=1.0, crop_padding=0, flip=False,
+        inner_optimizer="sgd")[0])
     with jax.enable_x64(True):
         for seed in range(4):
             learner, group, images = (to_f64(x) for x in make_problem(seed, num_teachers=3))
@@ -119,9 +130,7 @@ def test_alignment_update_raises_teacher_gradient_inner_products():
                                              _split_like(g, learner.params))
                 for g in _teacher_gradients(learner, group, images, learner.params)])
             plain = jax.tree_util.tree_map(lambda p, g: p - lr * g, learner.params, summed)
-            directions = [alignment.alignment_gradient(learner, [group], [images], jax.random.key(k), inner_lr=lr,
-                                                       beta_align=1.0, crop_padding=0, flip=False,
-                                                       inner_optimizer="sgd")[0] for k in _all_order_keys(group)]
+            directions = [align(learner, group, images, jax.random.key(k)) for k in _all_order_keys(group)]
             mean_direction = jax.tree_util.tree_map(lambda *d: sum(d) / len(d), *directions)
             aligned = jax.tree_util.tree_map(lambda p, d: p - d, learner.params, mean_direction)
             gains.append(_mean_pairwise_inner_product(_teacher_gradients(learner, group, images, aligned))

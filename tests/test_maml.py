@@ -1,6 +1,6 @@
-"""MAML core: finite-difference meta-gradients (eager), adaptation, vectorisation and sharding.
+"""MAML core: finite-difference meta-gradients, adaptation, vectorisation and sharding, jitted.
 
-The jitted, every-strategy, float64 checks live in tests/test_strategy_parity.py."""
+The every-strategy, float64 checks, eager against jitted, live in tests/test_strategy_parity.py."""
 import functools
 
 import chex
@@ -65,9 +65,10 @@ def test_adaptation_lowers_support_loss():
     learner = tiny_learner()
     task = jax.tree_util.tree_map(lambda a: a[0], random_tasks(1, 1))
     logits_fn = learner.logits_fn()
-    before = maml.cross_entropy(logits_fn(learner.params, task.support_x), task.support_y)
-    adapted = maml.adapt(logits_fn, learner.params, task.support_x, task.support_y, steps=5, lr=0.1)
-    after = maml.cross_entropy(logits_fn(adapted, task.support_x), task.support_y)
+    support_loss = jax.jit(lambda params: maml.cross_entropy(logits_fn(params, task.support_x), task.support_y))
+    adapted = jax.jit(lambda params: maml.adapt(logits_fn, params, task.support_x, task.support_y, steps=5,
+                                                lr=0.1))(learner.params)
+    before, after = support_loss(learner.params), support_loss(adapted)
     assert float(after) < 0.5 * float(before)
 
 
@@ -75,7 +76,7 @@ def test_scan_inner_loop_equals_unrolled():
     learner = tiny_learner()
     task = jax.tree_util.tree_map(lambda a: a[0], random_tasks(2, 1))
     logits_fn = learner.logits_fn()
-    grads = [jax.grad(lambda p: maml.task_loss(logits_fn, p, task, 3, 0.1, inner_loop=loop)[0])(learner.params)
+    grads = [jax.jit(jax.grad(lambda p: maml.task_loss(logits_fn, p, task, 3, 0.1, inner_loop=loop)[0]))(learner.params)
              for loop in ("unroll", "scan")]
     chex.assert_trees_all_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
 
@@ -88,7 +89,8 @@ def test_vectorised_meta_gradient_equals_python_loop(strategy):
     grads, metrics = jax.jit(lambda p, t: maml.meta_gradient(logits_fn, p, t, 2, 0.1, strategy=strategy))(
         learner.params, tasks)
     task = lambda i: jax.tree_util.tree_map(lambda a: a[i], tasks)
-    per_task = [jax.grad(lambda p: maml.task_loss(logits_fn, p, task(i), 2, 0.1)[0])(learner.params) for i in range(4)]
+    one_task = jax.jit(jax.grad(lambda p, task: maml.task_loss(logits_fn, p, task, 2, 0.1)[0]))
+    per_task = [one_task(learner.params, task(i)) for i in range(4)]
     summed = jax.tree_util.tree_map(lambda *g: sum(g), *per_task)
     chex.assert_trees_all_close(grads, summed, rtol=1e-4, atol=1e-5)
     assert 0.0 <= float(metrics["accuracy"]) <= 1.0
