@@ -122,17 +122,41 @@ def glyph_smoke_run(tmp_path_factory):
     return workdir, results, calls
 
 
+# The xdist groups that take longest, longest first (seconds of test time summed per group in a
+# whole-suite run on 2 cores, 2026-12-06: strategy parity 355, the glyph smoke run's group 324,
+# mesh 297, benchmark smokes 247, MAML 224, configs 181, slots 118, FIVE claim 111, zoo build 109,
+# compare 85, evaluation 83, inversion 66). Only the order in which the workers are handed the
+# groups depends on it (longest first evens out the two workers' loads), never a result.
+LONGEST_GROUPS = ("test_strategy_parity", "glyph_smoke_run", "test_mesh", "test_benchmarks_small", "test_maml",
+                  "test_configs", "test_slots", "test_inversion_five_claim", "test_zoo_build", "test_compare",
+                  "test_evaluation", "test_inversion")
+
+
+def pytest_configure(config):
+    """pytest-xdist hands groups to the workers in collection order (``pytest_collection_modifyitems``
+    below puts the longest first) instead of its default, most tests first: a group of one long
+    test handed out last (the two-process test, the FIVE claim) kept one worker busy for minutes
+    after the other had finished."""
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Scheduling for ``pytest -n 2 --dist loadgroup`` (pytest-xdist; the README's test command):
     each module runs whole on one worker, so its module-scoped fixtures (zoos, trained teachers)
     are built once, and every module with a test that reads the shared ``glyph_smoke_run`` goes
-    to the same worker, so that run is trained once. Without xdist the markers do nothing."""
+    to the same worker, so that run is trained once. Groups are collected longest first
+    (``LONGEST_GROUPS``), the rest in file order. Without xdist the markers do nothing."""
     module_of = lambda item: item.module.__name__.rsplit(".", 1)[-1]
     smoke_modules = {module_of(item) for item in items if "glyph_smoke_run" in item.fixturenames}
+    group_of = {}
     for item in items:
         module = module_of(item)
-        item.add_marker(pytest.mark.xdist_group("glyph_smoke_run" if module in smoke_modules else module))
+        group_of[item.nodeid] = "glyph_smoke_run" if module in smoke_modules else module
+        item.add_marker(pytest.mark.xdist_group(group_of[item.nodeid]))
+    rank = lambda group: LONGEST_GROUPS.index(group) if group in LONGEST_GROUPS else len(LONGEST_GROUPS)
+    items.sort(key=lambda item: rank(group_of[item.nodeid]))          # stable: file order within a rank
 
 
 @pytest.fixture(scope="module", autouse=True)
