@@ -150,13 +150,11 @@ def pytest_collection_modifyitems(config, items):
     (``LONGEST_GROUPS``), the rest in file order. Without xdist the markers do nothing."""
     module_of = lambda item: item.module.__name__.rsplit(".", 1)[-1]
     smoke_modules = {module_of(item) for item in items if "glyph_smoke_run" in item.fixturenames}
-    group_of = {}
-    for item in items:
-        module = module_of(item)
-        group_of[item.nodeid] = "glyph_smoke_run" if module in smoke_modules else module
-        item.add_marker(pytest.mark.xdist_group(group_of[item.nodeid]))
+    group_of = lambda item: "glyph_smoke_run" if module_of(item) in smoke_modules else module_of(item)
     rank = lambda group: LONGEST_GROUPS.index(group) if group in LONGEST_GROUPS else len(LONGEST_GROUPS)
-    items.sort(key=lambda item: rank(group_of[item.nodeid]))          # stable: file order within a rank
+    items.sort(key=lambda item: rank(group_of(item)))                 # stable: file order within a rank
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group_of(item)))
 
 
 @pytest.fixture(scope="module", autouse=True)

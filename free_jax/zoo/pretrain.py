@@ -234,14 +234,12 @@ def _epoch_program(module, optimizer: OptimizerConfig, batch_size: int, steps: i
 
 @functools.lru_cache(maxsize=32)
 def _init_program(module, image_shape: tuple[int, int, int]):
-    """``init(keys (T,)) -> stacked variables``: one jitted single-teacher init, called per key.
-
-    Compiled once per architecture and image shape whatever the chunk size (threefry-heavy
-    initialisers compile slowly on CPU); values equal a vmapped init.
+    """``init(keys (T,)) -> stacked variables``: the single-teacher init (``init_variables``, one
+    jitted program per architecture and image shape whatever the chunk size: threefry-heavy
+    initialisers compile slowly on CPU), called per key; values equal a vmapped init.
     """
-    init_one = jax.jit(lambda k: init_variables(module, k, image_shape))
     return lambda keys: jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves),
-                                               *[init_one(k) for k in keys])
+                                               *[init_variables(module, k, image_shape) for k in keys])
 
 
 def resolve_chunk(strategy: str, num_teachers: int, chunk_size: int | None) -> tuple[str, int]:
