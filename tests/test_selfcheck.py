@@ -1,4 +1,5 @@
 """The start-up self-check passes on correct code and stops a run whose compiled gradient is wrong."""
+import jax
 import pytest
 
 import free_jax.models.conv4 as conv4
@@ -23,5 +24,10 @@ def test_self_check_passes_with_exact_pooling():
 
 def test_self_check_stops_a_miscompiled_meta_gradient(monkeypatch):
     monkeypatch.setattr(conv4, "max_pool_2x2", reshape_max_pool)
-    with pytest.raises(selfcheck.StrategySelfCheckError, match="strategy 'vmap'.*--config.strategy=loop"):
-        selfcheck.check_strategy("vmap", force=True, log=lambda *_: None)
+    jax.clear_caches()      # the model call is a jitted program: trace it again with the patched pooling
+    try:
+        with pytest.raises(selfcheck.StrategySelfCheckError, match="strategy 'vmap'.*--config.strategy=loop"):
+            selfcheck.check_strategy("vmap", force=True, log=lambda *_: None)
+    finally:
+        monkeypatch.undo()
+        jax.clear_caches()

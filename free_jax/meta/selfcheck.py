@@ -64,7 +64,8 @@ def meta_gradient_error(strategy: str, arch: str = "conv4", width: int | None = 
         def gradient(params, tasks, strategy):
             return maml.meta_gradient(logits_fn, params, tasks, steps=2, lr=0.1, strategy=strategy)[0]
 
-        eager = gradient(learner.params, tasks, "loop")
+        with jax.disable_jit():        # op by op: also the model calls, which are jitted programs otherwise
+            eager = gradient(learner.params, tasks, "loop")
         jitted = jax.jit(gradient, static_argnums=2)(learner.params, tasks, strategy)
         flat = lambda tree: np.concatenate([np.ravel(np.asarray(x, np.float64))
                                             for x in jax.tree_util.tree_leaves(tree)])

@@ -2,6 +2,18 @@
 
 A model's variables are ``{"params": ..., "batch_stats": ...}``. Algorithm code differentiates
 with respect to ``variables["params"]`` and passes ``batch_stats`` through unchanged.
+
+Each model call is a jitted program of its own, nested in the program that calls it (static: the
+module, the BatchNorm mode and the convolutions' kernel-gradient form, ``free_jax.models.conv``).
+JAX traces and lowers a nested program once per module and input shapes and reuses it, and its
+derivatives, at every call site: FIVE's k unrolled steps over T teachers and replay's tasks ×
+inner steps call the same model dozens of times. XLA inlines the nested calls before it optimises,
+so the compiled program computes the same bits. Tracing and lowering the free benchmark's four
+programs at CIFAR-FS size took 34.4 s before and 6.8 s after (BENCHMARKS.md, "Compile"). Called
+outside a jitted program, a model runs as one compiled program; ``jax.disable_jit()`` runs it op
+by op (the eager references of ``free_jax.meta.selfcheck`` and of the tests). A trace is reused
+for the same module and shapes, so code that swaps a function a model reads while it is traced
+(the pooling benchmark) calls ``jax.clear_caches()`` after each swap.
 """
 from __future__ import annotations
 
@@ -12,6 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from free_jax.models import conv
 from free_jax.models.batchnorm import BNMode
 
 Variables = dict[str, Any]
@@ -34,12 +47,24 @@ def _init_program(key: jax.Array, *, module: nn.Module, image_shape: tuple[int, 
 
 def apply(module: nn.Module, variables: Variables, x: jnp.ndarray, bn_mode: BNMode = "batch") -> jnp.ndarray:
     """Logits of ``module`` on images ``x`` (B, H, W, C); running statistics are not updated."""
-    return module.apply(variables, x, bn_mode=bn_mode)
+    return _apply_program(variables, x, module=module, bn_mode=bn_mode, form=conv.current_kernel_gradient())
+
+
+@functools.partial(jax.jit, static_argnames=("module", "bn_mode", "form"))
+def _apply_program(variables, x, *, module, bn_mode, form):
+    with conv.kernel_gradient(form):
+        return module.apply(variables, x, bn_mode=bn_mode)
 
 
 def apply_and_update_stats(module: nn.Module, variables: Variables, x: jnp.ndarray):
     """Training-mode forward: logits with batch statistics, and the updated running statistics."""
-    logits, updates = module.apply(variables, x, bn_mode="batch", mutable=["batch_stats"])
+    return _apply_and_update_program(variables, x, module=module, form=conv.current_kernel_gradient())
+
+
+@functools.partial(jax.jit, static_argnames=("module", "form"))
+def _apply_and_update_program(variables, x, *, module, form):
+    with conv.kernel_gradient(form):
+        logits, updates = module.apply(variables, x, bn_mode="batch", mutable=["batch_stats"])
     return logits, updates["batch_stats"]
 
 
@@ -51,7 +76,14 @@ def apply_with_bn_inputs(module: nn.Module, variables: Variables, x: jnp.ndarray
       (logits, stats) where ``stats`` is a list of dicts with ``batch_mean``, ``batch_var``
       (biased, over the current batch) and the layer's ``running_mean``, ``running_var``.
     """
-    logits, sown = module.apply(variables, x, bn_mode=bn_mode, mutable=["bn_inputs"])
+    return _apply_with_bn_inputs_program(variables, x, module=module, bn_mode=bn_mode,
+                                         form=conv.current_kernel_gradient())
+
+
+@functools.partial(jax.jit, static_argnames=("module", "bn_mode", "form"))
+def _apply_with_bn_inputs_program(variables, x, *, module, bn_mode, form):
+    with conv.kernel_gradient(form):
+        logits, sown = module.apply(variables, x, bn_mode=bn_mode, mutable=["bn_inputs"])
     leaves = jax.tree_util.tree_leaves(
         sown["bn_inputs"], is_leaf=lambda node: isinstance(node, dict) and "batch_mean" in node)
     return logits, leaves

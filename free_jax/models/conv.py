@@ -66,6 +66,11 @@ def kernel_gradient(form: str):
         _FORM.reset(token)
 
 
+def current_kernel_gradient() -> str:
+    """The kernel-gradient form convolutions traced here take (``kernel_gradient``)."""
+    return _FORM.get()
+
+
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count=1, batch_group_count=1, precision=None,
                          preferred_element_type=None):
