@@ -1,10 +1,13 @@
 """Backbones and generator: shapes, parameter counts, BatchNorm modes, BN-input taps."""
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from free_jax import models
+from free_jax.models import conv as conv_lib
 
 
 def conv4_param_count(channels, width, feature_side, classes):
@@ -164,3 +167,48 @@ def test_loop_friendly_conv_gradient_inside_scan_equals_unrolled():
 
     for a, b in zip(jax.tree.leaves(descend(1)), jax.tree.leaves(descend(True))):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def _second_order_meta_gradient(apply_patch=None):
+    """The jitted 2-task, 2-step second-order meta-gradient of a Conv4-4 (16 px), and how many
+    times the Conv4's Python code ran while it was traced."""
+    from free_jax.meta import maml
+    from free_jax.models.learner import create_meta_learner
+    learner = create_meta_learner(jax.random.key(0), "conv4", 3, (16, 16, 1), [0.5], [0.25], 4)
+    keys = jax.random.split(jax.random.key(1), 2)
+    tasks = maml.Task(jax.random.uniform(keys[0], (2, 3, 16, 16, 1)), jnp.tile(jnp.arange(3), (2, 1)),
+                      jax.random.uniform(keys[1], (2, 6, 16, 16, 1)), jnp.tile(jnp.arange(3).repeat(2), (2, 1)))
+    calls = []
+    original_call = models.Conv4.__call__
+
+    def counting_call(self, *args, **kwargs):
+        calls.append(args[0].shape)
+        return original_call(self, *args, **kwargs)
+
+    jax.clear_caches()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(models.Conv4, "__call__", counting_call)
+        if apply_patch is not None:
+            patch.setattr(sys.modules["free_jax.models.apply"], "_apply_program", apply_patch)
+        gradient = jax.jit(lambda p: maml.meta_gradient(learner.logits_fn(), p, tasks, steps=2, lr=0.1,
+                                                        strategy="loop")[0])(learner.params)
+    jax.clear_caches()
+    return gradient, calls
+
+
+def test_a_model_is_traced_once_per_input_shape_and_compiles_to_the_same_bits():
+    """Model calls are nested jitted programs (free_jax/models/apply.py): the unrolled meta-gradient
+    (2 tasks × (2 inner steps + the query loss)) runs the model's Python code once per input
+    shape, not once per call, and XLA's inlining leaves the compiled numbers bit for bit as a
+    program that traces every call in place."""
+    nested, nested_calls = _second_order_meta_gradient()
+
+    def in_place(variables, x, *, module, bn_mode, form):
+        with conv_lib.kernel_gradient(form):
+            return module.apply(variables, x, bn_mode=bn_mode)
+
+    inlined, inlined_calls = _second_order_meta_gradient(in_place)
+    assert sorted(set(nested_calls)) == [(3, 16, 16, 1), (6, 16, 16, 1)] and len(nested_calls) == 2
+    assert len(inlined_calls) == 2 * (2 + 1)
+    for a, b in zip(jax.tree_util.tree_leaves(nested), jax.tree_util.tree_leaves(inlined)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
