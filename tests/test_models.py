@@ -189,7 +189,7 @@ def _second_order_meta_gradient(apply_patch=None):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(models.Conv4, "__call__", counting_call)
         if apply_patch is not None:
-            patch.setattr(sys.modules["free_jax.models.apply"], "_apply_program", apply_patch)
+            patch.setattr(sys.modules["free_jax.models.apply"], "_nested_program", apply_patch)
         gradient = jax.jit(lambda p: maml.meta_gradient(learner.logits_fn(), p, tasks, steps=2, lr=0.1,
                                                         strategy="loop")[0])(learner.params)
     jax.clear_caches()
@@ -203,9 +203,9 @@ def test_a_model_is_traced_once_per_input_shape_and_compiles_to_the_same_bits():
     program that traces every call in place."""
     nested, nested_calls = _second_order_meta_gradient()
 
-    def in_place(variables, x, *, module, bn_mode, form):
+    def in_place(variables, x, *, module, form, options):
         with conv_lib.kernel_gradient(form):
-            return module.apply(variables, x, bn_mode=bn_mode)
+            return module.apply(variables, x, **dict(options))
 
     inlined, inlined_calls = _second_order_meta_gradient(in_place)
     assert sorted(set(nested_calls)) == [(3, 16, 16, 1), (6, 16, 16, 1)] and len(nested_calls) == 2

@@ -24,6 +24,8 @@ from free_jax.models.learner import create_meta_learner
 from free_jax.zoo.group import TeacherGroup
 
 STRATEGIES = ("loop", "vmap", "lax_map")
+RTOL = 1e-9
+SHAPE = (16, 16, 1)
 
 
 def eager(fn, *args):
@@ -31,8 +33,6 @@ def eager(fn, *args):
     (``free_jax.models.apply``), which ``jax.disable_jit`` runs uncompiled too."""
     with jax.disable_jit():
         return fn(*args)
-RTOL = 1e-9
-SHAPE = (16, 16, 1)
 
 
 @pytest.fixture(autouse=True)

@@ -65,7 +65,7 @@ def run(small: bool = False) -> str:
             conv4.max_pool_2x2 = form
             jax.clear_caches()      # model calls are jitted programs traced once per module and shapes
             params, fwd_bwd, second = _programs(settings)
-            harness.block(fwd_bwd(params)), harness.block(second(params))       # compile + warm up
+            harness.block(fwd_bwd(params)), harness.block(second(params))       # warm up
             compiled[name] = (params, fwd_bwd, second)
             # --small measures no error (the eager float64 reference dominates its run time; the
             # same check of free_jax's form and of the former one is tests/test_selfcheck.py's).

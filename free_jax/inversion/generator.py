@@ -19,7 +19,6 @@ import optax
 
 from free_jax import models
 from free_jax.inversion.config import InversionConfig
-from free_jax.models.conv import current_kernel_gradient, kernel_gradient
 
 
 @functools.lru_cache(maxsize=None)
@@ -60,15 +59,8 @@ def generate(gen_params, z: jnp.ndarray, config: InversionConfig) -> jnp.ndarray
     so ``batch_stats`` is not stored: the model creates it with its own initial values (the
     collection is mutable for that) and the update it computes is dropped.
     """
-    return _generate_program(gen_params, z, module=generator_module(gen_params, config),
-                             form=current_kernel_gradient())
-
-
-@functools.partial(jax.jit, static_argnames=("module", "form"))
-def _generate_program(gen_params, z, *, module: models.Generator, form: str) -> jnp.ndarray:
-    """``generate``'s model call, traced once per generator and shapes (see ``free_jax.models.apply``)."""
-    with kernel_gradient(form):
-        images, _ = module.apply({"params": gen_params}, z, mutable=["batch_stats"])
+    images, _ = models.apply_nested(generator_module(gen_params, config), {"params": gen_params}, z,
+                                    mutable=("batch_stats",))
     return images
 
 

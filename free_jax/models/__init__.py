@@ -3,7 +3,14 @@ from __future__ import annotations
 
 import flax.linen as nn
 
-from free_jax.models.apply import apply, apply_and_update_stats, apply_with_bn_inputs, init_variables, param_count
+from free_jax.models.apply import (
+    apply,
+    apply_and_update_stats,
+    apply_nested,
+    apply_with_bn_inputs,
+    init_variables,
+    param_count,
+)
 from free_jax.models.batchnorm import BatchNorm, BNMode
 from free_jax.models.conv4 import Conv4
 from free_jax.models.generator import Generator
@@ -30,5 +37,5 @@ def build_backbone(arch: str, num_classes: int, width: int | None = None) -> nn.
 
 
 __all__ = ["ARCHITECTURES", "BatchNorm", "BNMode", "Conv4", "Generator", "ResNet", "apply",
-           "apply_and_update_stats", "apply_with_bn_inputs", "build_backbone", "init_variables",
+           "apply_and_update_stats", "apply_nested", "apply_with_bn_inputs", "build_backbone", "init_variables",
            "param_count"]

@@ -3,8 +3,9 @@
 A model's variables are ``{"params": ..., "batch_stats": ...}``. Algorithm code differentiates
 with respect to ``variables["params"]`` and passes ``batch_stats`` through unchanged.
 
-Each model call is a jitted program of its own, nested in the program that calls it (static: the
-module, the BatchNorm mode and the convolutions' kernel-gradient form, ``free_jax.models.conv``).
+Each model call is a jitted program of its own (``apply_nested``), nested in the program that calls
+it (static: the module, its apply options such as the BatchNorm mode, and the convolutions'
+kernel-gradient form, ``free_jax.models.conv``).
 JAX traces and lowers a nested program once per module and input shapes and reuses it, and its
 derivatives, at every call site: FIVE's k unrolled steps over T teachers and replay's tasks ×
 inner steps call the same model dozens of times. XLA inlines the nested calls before it optimises,
@@ -45,26 +46,27 @@ def _init_program(key: jax.Array, *, module: nn.Module, image_shape: tuple[int, 
     return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
 
+def apply_nested(module: nn.Module, variables: Variables, inputs: jnp.ndarray, **options) -> Any:
+    """``module.apply(variables, inputs, **options)`` as a nested program (see above): traced once
+    per module, options and input shapes. ``options`` are static (``bn_mode``, ``mutable`` as a tuple)."""
+    return _nested_program(variables, inputs, module=module, form=conv.current_kernel_gradient(),
+                           options=tuple(sorted(options.items())))
+
+
+@functools.partial(jax.jit, static_argnames=("module", "form", "options"))
+def _nested_program(variables, inputs, *, module: nn.Module, form: str, options: tuple):
+    with conv.kernel_gradient(form):
+        return module.apply(variables, inputs, **dict(options))
+
+
 def apply(module: nn.Module, variables: Variables, x: jnp.ndarray, bn_mode: BNMode = "batch") -> jnp.ndarray:
     """Logits of ``module`` on images ``x`` (B, H, W, C); running statistics are not updated."""
-    return _apply_program(variables, x, module=module, bn_mode=bn_mode, form=conv.current_kernel_gradient())
-
-
-@functools.partial(jax.jit, static_argnames=("module", "bn_mode", "form"))
-def _apply_program(variables, x, *, module, bn_mode, form):
-    with conv.kernel_gradient(form):
-        return module.apply(variables, x, bn_mode=bn_mode)
+    return apply_nested(module, variables, x, bn_mode=bn_mode)
 
 
 def apply_and_update_stats(module: nn.Module, variables: Variables, x: jnp.ndarray):
     """Training-mode forward: logits with batch statistics, and the updated running statistics."""
-    return _apply_and_update_program(variables, x, module=module, form=conv.current_kernel_gradient())
-
-
-@functools.partial(jax.jit, static_argnames=("module", "form"))
-def _apply_and_update_program(variables, x, *, module, form):
-    with conv.kernel_gradient(form):
-        logits, updates = module.apply(variables, x, bn_mode="batch", mutable=["batch_stats"])
+    logits, updates = apply_nested(module, variables, x, bn_mode="batch", mutable=("batch_stats",))
     return logits, updates["batch_stats"]
 
 
@@ -76,14 +78,7 @@ def apply_with_bn_inputs(module: nn.Module, variables: Variables, x: jnp.ndarray
       (logits, stats) where ``stats`` is a list of dicts with ``batch_mean``, ``batch_var``
       (biased, over the current batch) and the layer's ``running_mean``, ``running_var``.
     """
-    return _apply_with_bn_inputs_program(variables, x, module=module, bn_mode=bn_mode,
-                                         form=conv.current_kernel_gradient())
-
-
-@functools.partial(jax.jit, static_argnames=("module", "bn_mode", "form"))
-def _apply_with_bn_inputs_program(variables, x, *, module, bn_mode, form):
-    with conv.kernel_gradient(form):
-        logits, sown = module.apply(variables, x, bn_mode=bn_mode, mutable=["bn_inputs"])
+    logits, sown = apply_nested(module, variables, x, bn_mode=bn_mode, mutable=("bn_inputs",))
     leaves = jax.tree_util.tree_leaves(
         sown["bn_inputs"], is_leaf=lambda node: isinstance(node, dict) and "batch_mean" in node)
     return logits, leaves
