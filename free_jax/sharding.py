@@ -2,7 +2,8 @@
 
 Per-teacher and per-task work (a leading teacher/task axis) is split over ``tasks`` with
 ``split_over_tasks``: a ``jax.shard_map`` whose body runs the device's share with the usual
-per-item strategy (``free_jax.vectorize.map_leading``: loop on CPU, vmap on accelerators),
+per-item strategy (``free_jax.vectorize.map_leading``: vmap on accelerators; on CPU a loop, or a
+``lax.map`` for replay's per-task gradients),
 then all-gathers the per-item outputs and ``psum``s the summed ones (gradients), so every
 result leaves the program replicated. Meta-parameters, optimiser states, the memory bank and
 the teachers' weights are replicated. The same jitted code runs on one device, on several local

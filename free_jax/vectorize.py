@@ -5,7 +5,11 @@ turn convolutions into grouped convolutions, which XLA:CPU runs ~6× slower than
 unrolled inside jit; ``lax.map`` (a scan) ran ~10× slower until the models' convolutions got
 loop-friendly gradients (``free_jax.models.conv``) and is now 1.3× slower than the loop for a
 10-task second-order meta-batch, with a 5× shorter compile (BENCHMARKS.md, maml suite). GPUs
-normally favour vmap. "auto" picks per backend.
+normally favour vmap. "auto" picks per backend, and on CPU per map: a map whose every item takes a
+whole gradient of its own (MAML replay's tasks, ``free_jax.meta.maml.per_task_gradients``) runs as
+``lax.map`` there, which at CIFAR-FS size ran a 10-task second-order meta-batch 1.1× faster than
+the loop, compiled it 7× faster and needed an eighth of its temporary memory (BENCHMARKS.md,
+"Memory"); every other map is the loop.
 
 Every strategy computes the same numbers: tests/test_strategy_parity.py checks each phase of FREE
 under "loop", "vmap" and "lax_map", jitted, against the eager loop in float64 (≤ 1e-9 relative),
@@ -27,25 +31,27 @@ Strategy = Literal["auto", "vmap", "loop", "lax_map"]
 STRATEGIES = ("auto", "vmap", "loop", "lax_map")
 
 
-def resolve(strategy: Strategy) -> str:
-    """"auto" → "loop" on CPU, "vmap" on accelerators; other names pass through (validated)."""
+def resolve(strategy: Strategy, cpu: str = "loop") -> str:
+    """"auto" → ``cpu`` on CPU ("loop" unless the caller's map runs faster another way there),
+    "vmap" on accelerators; other names pass through (validated)."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown vectorisation strategy {strategy!r}; choose one of {STRATEGIES}")
     if strategy == "auto":
-        return "loop" if jax.default_backend() == "cpu" else "vmap"
+        return cpu if jax.default_backend() == "cpu" else "vmap"
     if strategy == "vmap" and jax.default_backend() == "cpu":
         logging.warning("vmap over per-task weights is slow on XLA:CPU (grouped convolutions, ~10x a loop); "
                         "prefer strategy='loop' there (see free_jax/vectorize.py)")
     return strategy
 
 
-def map_leading(fn: Callable, *stacked_args, strategy: Strategy = "auto"):
+def map_leading(fn: Callable, *stacked_args, strategy: Strategy = "auto", cpu: str = "loop"):
     """``stack([fn(*(a[i] for a in stacked_args)) for i in range(n)])`` over pytrees.
 
     Every leaf of every argument has the same leading size n; outputs are stacked on axis 0.
-    Call it inside ``jax.jit``: "loop" unrolls n calls into the traced program.
+    Call it inside ``jax.jit``: "loop" unrolls n calls into the traced program. ``cpu``: what
+    "auto" means on CPU (``resolve``).
     """
-    strategy = resolve(strategy)
+    strategy = resolve(strategy, cpu)
     if strategy == "vmap":
         return jax.vmap(fn)(*stacked_args)
     if strategy == "lax_map":

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from free_jax import sharding
+from free_jax import sharding, vectorize
 from free_jax.meta import maml
 from free_jax.models.learner import create_meta_learner
 
@@ -94,6 +94,31 @@ def test_vectorised_meta_gradient_equals_python_loop(strategy):
     summed = jax.tree_util.tree_map(lambda *g: sum(g), *per_task)
     chex.assert_trees_all_close(grads, summed, rtol=1e-4, atol=1e-5)
     assert 0.0 <= float(metrics["accuracy"]) <= 1.0
+
+
+def test_per_task_gradients_equal_the_gradient_of_the_summed_loss_and_drop_masked_tasks():
+    """Σ_t ∇L_t taken task by task (what replay runs; "auto" is ``lax.map`` on CPU) is ∇Σ_t L_t
+    (``meta_batch_loss`` under ``jax.grad``), in float64; a masked task's gradient is left out, its
+    loss still reported. (tests/test_strategy_parity.py checks every strategy against the eager loop.)"""
+    with jax.enable_x64(True):
+        learner = tiny_learner()
+        params = jax.tree_util.tree_map(lambda p: p.astype(jnp.float64), learner.params)
+        learner = learner.replace(variables={**learner.variables, "params": params},
+                                  mean=learner.mean.astype(jnp.float64), std=learner.std.astype(jnp.float64))
+        tasks = jax.tree_util.tree_map(lambda a: a if a.dtype.kind == "i" else a.astype(jnp.float64),
+                                       random_tasks(5, 3))
+        logits_fn = learner.logits_fn()
+        summed = jax.jit(jax.grad(lambda p, t: maml.meta_batch_loss(logits_fn, p, t, 2, 0.1)[0]))
+        per_task = jax.jit(lambda p, t, mask: maml.per_task_gradients(logits_fn, p, t, 2, 0.1, mask=mask))
+        grads, (losses, _) = per_task(params, tasks, jnp.ones(3, bool))
+        chex.assert_trees_all_close(grads, summed(params, tasks), rtol=1e-10, atol=1e-12)
+        first_two = jax.tree_util.tree_map(lambda a: a[:2], tasks)
+        masked, (masked_losses, _) = per_task(params, tasks, jnp.array([True, True, False]))
+        chex.assert_trees_all_close(masked, summed(params, first_two), rtol=1e-10, atol=1e-12)
+        np.testing.assert_array_equal(masked_losses, losses)
+    assert maml.TASK_GRADIENTS_ON_CPU == "lax_map"
+    assert vectorize.resolve("auto", cpu=maml.TASK_GRADIENTS_ON_CPU) == (
+        "lax_map" if jax.default_backend() == "cpu" else "vmap")
 
 
 def test_sharded_meta_gradient_equals_single_device():

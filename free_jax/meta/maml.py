@@ -14,7 +14,9 @@ keeps compile time flat for long loops. On XLA:CPU the scan was 2-4× slower unt
 convolutions got loop-friendly gradients (``free_jax.models.conv``); now it runs a 10-task
 second-order meta-batch as fast as the unrolled loop and compiles 3.6× faster (BENCHMARKS.md,
 maml suite). Tasks of a meta-batch are mapped
-with ``free_jax.vectorize.map_leading`` (Python loop on CPU, vmap on accelerators).
+with ``free_jax.vectorize.map_leading`` (vmap on accelerators). A meta-gradient takes each task's
+gradient inside that map and sums them (``per_task_gradients``), which on CPU runs as ``lax.map``:
+one task's residuals alive at a time (BENCHMARKS.md, "Memory").
 """
 from __future__ import annotations
 
@@ -28,6 +30,9 @@ from free_jax.data.task import Task
 from free_jax.losses import accuracy, cross_entropy
 
 LogitsFn = Callable[[object, jnp.ndarray], jnp.ndarray]  # (params, images01) -> logits
+# What strategy "auto" maps ``per_task_gradients``' tasks with on CPU (free_jax.vectorize): one task
+# at a time, each task's residuals freed after its own backward pass (BENCHMARKS.md, "Memory").
+TASK_GRADIENTS_ON_CPU = "lax_map"
 InnerLoop = Literal["unroll", "scan"]
 INNER_LOOPS: tuple[str, ...] = get_args(InnerLoop)
 
@@ -77,12 +82,38 @@ def meta_batch_loss(logits_fn: LogitsFn, params, tasks: Task, steps: int, lr: fl
     return jnp.sum(losses), (losses, accuracies)
 
 
+def per_task_gradients(logits_fn: LogitsFn, params, tasks: Task, steps: int, lr: float,
+                       first_order: bool = False, inner_loop: InnerLoop = "unroll",
+                       strategy: vectorize.Strategy = "auto", mask=None):
+    """Σ_{real tasks t} ∇_θ L_t(θ), each task's gradient taken inside the map over tasks, with the
+    per-task query losses and accuracies: (grads, (losses, accuracies)).
+
+    The same sum as ∇_θ Σ_t L_t (``meta_batch_loss`` under ``jax.grad``), accumulated task by
+    task: a task's forward residuals (every inner step's activations, which the second-order
+    backward pass reads) are needed only until its own backward pass, instead of all tasks'
+    until the end of one backward pass over the meta-batch (BENCHMARKS.md, "Memory").
+    ``mask``: (num_tasks,) bool, False for the padding tasks of a mesh (their gradients are
+    dropped); None: every task is real.
+    """
+    num_tasks = jax.tree_util.tree_leaves(tasks)[0].shape[0]
+    mask = jnp.ones((num_tasks,), bool) if mask is None else mask
+
+    def one_task(task, real):
+        (loss, accuracy_), grads = jax.value_and_grad(
+            lambda p: task_loss(logits_fn, p, task, steps, lr, first_order, inner_loop), has_aux=True)(params)
+        return loss, accuracy_, jax.tree_util.tree_map(lambda g: jnp.where(real, g, 0), grads)
+
+    losses, accuracies, grads = vectorize.map_leading(one_task, tasks, mask, strategy=strategy,
+                                                      cpu=TASK_GRADIENTS_ON_CPU)
+    return jax.tree_util.tree_map(lambda g: jnp.sum(g, axis=0), grads), (losses, accuracies)
+
+
 def meta_gradient(logits_fn: LogitsFn, params, tasks: Task, steps: int, lr: float,
                   first_order: bool = False, inner_loop: InnerLoop = "unroll",
                   strategy: vectorize.Strategy = "auto"):
     """∇_θ Σ_tasks L_task(θ) and metrics {"loss": mean query loss, "accuracy": mean query accuracy}."""
-    (_, (losses, accuracies)), grads = jax.value_and_grad(meta_batch_loss, argnums=1, has_aux=True)(
-        logits_fn, params, tasks, steps, lr, first_order, inner_loop, strategy)
+    grads, (losses, accuracies) = per_task_gradients(logits_fn, params, tasks, steps, lr, first_order,
+                                                     inner_loop, strategy)
     return grads, {"loss": jnp.mean(losses), "accuracy": jnp.mean(accuracies)}
 
 

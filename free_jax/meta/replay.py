@@ -2,7 +2,9 @@
 
 Each meta-batch samples ``tasks_per_batch`` N-way K-shot tasks from the bank, adapts θ on each
 support set (``free_jax.meta.maml``, second order by default), and applies
-∇_θ Σ_tasks L_query(θ_adapted) through the persistent outer optimiser.
+∇_θ Σ_tasks L_query(θ_adapted) through the persistent outer optimiser, summing the tasks'
+gradients as they are taken (``maml.per_task_gradients``: one task's residuals alive at a time on
+CPU, where the tasks run as a ``lax.map``).
 
 Budget: a fixed R meta-batches per iteration (the default), or the released code's patience
 rule — continue until the training query accuracy has not improved for ``patience``
@@ -80,14 +82,10 @@ def replay_batch(meta_learner: MetaLearner, opt_state, optimizer: optax.Gradient
         meta_learner, bank = shared
         tasks = Task(*memory.sample_tasks_with_keys(bank, local_keys, config.way, config.shot, config.query))
 
-        def loss(params):
-            total, (losses, accuracies) = maml.meta_batch_loss(
-                meta_learner.logits_fn(), params, tasks, config.inner_steps, config.inner_lr, config.first_order,
-                config.inner_loop, strategy=config.strategy)
-            return (total if mask is None else jnp.sum(jnp.where(mask, losses, 0))), (losses, accuracies)
-
         with jax.default_matmul_precision(REPLAY_MATMUL_PRECISION):      # see the module docstring
-            (_, per_task), grads = jax.value_and_grad(loss, has_aux=True)(meta_learner.params)
+            grads, per_task = maml.per_task_gradients(
+                meta_learner.logits_fn(), meta_learner.params, tasks, config.inner_steps, config.inner_lr,
+                config.first_order, config.inner_loop, strategy=config.strategy, mask=mask)
         return per_task, grads
 
     (losses, accuracies), grads = split_over_tasks(body, task_keys, config.mesh, (meta_learner, bank))

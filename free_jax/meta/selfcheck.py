@@ -51,7 +51,7 @@ def meta_gradient_error(strategy: str, arch: str = "conv4", width: int | None = 
     Returns:
       (error, dtype name) at tiny shapes: 2 tasks of 3-way 2-shot, 16 px, 2 inner steps at lr 0.1.
     """
-    strategy = vectorize.resolve(strategy)
+    strategy = vectorize.resolve(strategy, cpu=maml.TASK_GRADIENTS_ON_CPU)
     use_float64 = jax.default_backend() in FLOAT64_BACKENDS
     with jax.enable_x64(use_float64), jax.default_matmul_precision("highest"):
         dtype = jnp.float64 if use_float64 else jnp.float32
@@ -85,7 +85,7 @@ def check_strategy(strategy: str, arch: str = "conv4", width: int | None = 8, ch
     backend = jax.default_backend()
     if backend == "cpu" and not force:
         return None
-    resolved = vectorize.resolve(strategy)
+    resolved = vectorize.resolve(strategy, cpu=maml.TASK_GRADIENTS_ON_CPU)
     error, dtype = meta_gradient_error(resolved, arch, width, channels)
     tolerance = TOLERANCE[dtype]
     if not error <= tolerance:
