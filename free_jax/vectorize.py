@@ -7,8 +7,8 @@ loop-friendly gradients (``free_jax.models.conv``) and is now 1.3× slower than 
 10-task second-order meta-batch, with a 5× shorter compile (BENCHMARKS.md, maml suite). GPUs
 normally favour vmap. "auto" picks per backend, and on CPU per map: a map whose every item takes a
 whole gradient of its own (MAML replay's tasks, ``free_jax.meta.maml.per_task_gradients``) runs as
-``lax.map`` there, which at CIFAR-FS size ran a 10-task second-order meta-batch 1.1× faster than
-the loop, compiled it 7× faster and needed an eighth of its temporary memory (BENCHMARKS.md,
+``lax.map`` there, which at CIFAR-FS size ran a 10-task second-order meta-batch as fast as the
+loop or 3-10 % faster, compiled it 8× faster and needed an eighth of its temporary memory (BENCHMARKS.md,
 "Memory"); every other map is the loop.
 
 Every strategy computes the same numbers: tests/test_strategy_parity.py checks each phase of FREE
