@@ -3,8 +3,8 @@
 Per-task weights (teachers, adapted fast weights, per-teacher generators) make ``jax.vmap``
 turn convolutions into grouped convolutions, which XLA:CPU runs ~6× slower than a Python loop
 unrolled inside jit; ``lax.map`` (a scan) ran ~10× slower until the models' convolutions got
-loop-friendly gradients (``free_jax.models.conv``) and is now 1.3× slower than the loop for a
-10-task second-order meta-batch, with a 5× shorter compile (BENCHMARKS.md, maml suite). GPUs
+loop-friendly gradients (``free_jax.models.conv``), and the gradient of a loss summed over a
+``lax.map`` stays 1.3× slower than the loop (its backward pass is a second, reversed loop). GPUs
 normally favour vmap. "auto" picks per backend, and on CPU per map: a map whose every item takes a
 whole gradient of its own (MAML replay's tasks, ``free_jax.meta.maml.per_task_gradients``) runs as
 ``lax.map`` there, which at CIFAR-FS size ran a 10-task second-order meta-batch as fast as the

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from free_jax import sharding, vectorize
+from free_jax import sharding
 from free_jax.meta import maml
 from free_jax.models.learner import create_meta_learner
 
@@ -117,8 +117,8 @@ def test_per_task_gradients_equal_the_gradient_of_the_summed_loss_and_drop_maske
         chex.assert_trees_all_close(masked, summed(params, first_two), rtol=1e-10, atol=1e-12)
         np.testing.assert_array_equal(masked_losses, losses)
     assert maml.TASK_GRADIENTS_ON_CPU == "lax_map"
-    assert vectorize.resolve("auto", cpu=maml.TASK_GRADIENTS_ON_CPU) == (
-        "lax_map" if jax.default_backend() == "cpu" else "vmap")
+    assert maml.task_strategy("auto") == ("lax_map" if jax.default_backend() == "cpu" else "vmap")
+    assert maml.task_strategy("loop") == "loop"
 
 
 def test_sharded_meta_gradient_equals_single_device():

@@ -25,6 +25,7 @@ import numpy as np
 from free_jax import evaluation, memory, models
 from free_jax.benchmarks import harness
 from free_jax.inversion import InversionConfig
+from free_jax.meta import maml
 from free_jax.meta.replay import ReplayConfig
 from free_jax.training.state import init_state
 from free_jax.training.step import (
@@ -163,7 +164,7 @@ Conv4-{s['meta_width']}; FIVE: {inv.batch_size} images per teacher
 ({inv.way}-way × {inv.images_per_class}), nz {inv.nz},
 ngf {inv.ngf}, k = {inv.k}; replay: R = {rep.batches} fixed meta-batches × {rep.tasks_per_batch} tasks, {rep.way}-way
 {rep.shot}-shot, {rep.query} queries, {rep.inner_steps} inner steps at lr {rep.inner_lr}, 2nd order, task
-mapping "{rep.strategy}" (on CPU a lax.map, each task's gradient inside it); uint8 bank of
+mapping "{rep.strategy}" ({maml.task_strategy(rep.strategy)}, each task's gradient inside it); uint8 bank of
 {s['classes']} classes × {s['capacity']}.
 Evaluation: the meta-learner after these iterations on {s['episodes']} fixed episodes of a synthetic
 split at {s['shape'][0]}×{s['shape'][1]}×{channels} (15 queries per class, 10 SGD steps at lr 0.01, first order,

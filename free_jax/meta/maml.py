@@ -82,6 +82,12 @@ def meta_batch_loss(logits_fn: LogitsFn, params, tasks: Task, steps: int, lr: fl
     return jnp.sum(losses), (losses, accuracies)
 
 
+def task_strategy(strategy: vectorize.Strategy = "auto") -> str:
+    """The strategy ``per_task_gradients`` maps a meta-batch's tasks with: "auto" is
+    ``TASK_GRADIENTS_ON_CPU`` on CPU and vmap on accelerators (``free_jax.vectorize.resolve``)."""
+    return vectorize.resolve(strategy, cpu=TASK_GRADIENTS_ON_CPU)
+
+
 def per_task_gradients(logits_fn: LogitsFn, params, tasks: Task, steps: int, lr: float,
                        first_order: bool = False, inner_loop: InnerLoop = "unroll",
                        strategy: vectorize.Strategy = "auto", mask=None):

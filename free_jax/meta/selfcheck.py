@@ -19,7 +19,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from free_jax import vectorize
 from free_jax.data.task import Task
 from free_jax.meta import maml
 from free_jax.models.learner import create_meta_learner
@@ -51,7 +50,6 @@ def meta_gradient_error(strategy: str, arch: str = "conv4", width: int | None = 
     Returns:
       (error, dtype name) at tiny shapes: 2 tasks of 3-way 2-shot, 16 px, 2 inner steps at lr 0.1.
     """
-    strategy = vectorize.resolve(strategy, cpu=maml.TASK_GRADIENTS_ON_CPU)
     use_float64 = jax.default_backend() in FLOAT64_BACKENDS
     with jax.enable_x64(use_float64), jax.default_matmul_precision("highest"):
         dtype = jnp.float64 if use_float64 else jnp.float32
@@ -85,7 +83,7 @@ def check_strategy(strategy: str, arch: str = "conv4", width: int | None = 8, ch
     backend = jax.default_backend()
     if backend == "cpu" and not force:
         return None
-    resolved = vectorize.resolve(strategy, cpu=maml.TASK_GRADIENTS_ON_CPU)
+    resolved = maml.task_strategy(strategy)
     error, dtype = meta_gradient_error(resolved, arch, width, channels)
     tolerance = TOLERANCE[dtype]
     if not error <= tolerance:
