@@ -268,6 +268,33 @@ def test_warmup_and_reptile_meta_gradient():
         InversionConfig(meta_update="maml")
 
 
+def test_a_traced_warmup_flag_computes_what_the_static_one_does():
+    """The training step passes FIVE's warm-up as a traced bool (one program for the warm-up and
+    the later iterations, the adversarial term behind a ``lax.cond``): in float64, jitted, either
+    value gives the numbers of the program built for it with a Python bool."""
+    to_f64 = lambda tree: jax.tree_util.tree_map(
+        lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+    config = dataclasses.replace(CONFIG, strategy="loop", scan_steps=False, images_per_class=8)
+    assert config.lambda_adv != 0
+    with jax.enable_x64(True):
+        group = to_f64(tiny_group(jax.random.key(1), 2, (16, 16, 1)))
+        variables, _, mean, std = group.unstacked(0)
+        # A teacher's own weights as meta-learner: some samples agree, so the adversarial term is not 0.
+        learner = MetaLearner(variables=variables, mean=mean, std=std, module=group.module)
+        gen_params = to_f64(init_generator(jax.random.key(0), config, (16, 16, 1))[0])
+        key = jax.random.key(3)
+        traced = jax.jit(lambda p, warmup: invert(p, [group], learner, key, config, warmup))
+        for warmup in (True, False):
+            static = jax.jit(lambda p: invert(p, [group], learner, key, config, warmup))(gen_params)
+            switched = traced(gen_params, jnp.asarray(warmup))
+            assert (float(switched.metrics["adv"]) == 0.0) == warmup
+            for name, a, b in (("images", switched.images, static.images), ("meta-gradient", switched.meta_grad,
+                                                                             static.meta_grad),
+                               ("metrics", switched.metrics, static.metrics)):
+                chex.assert_trees_all_close(a, b, atol=1e-12, rtol=1e-10, custom_message=name)
+        assert traced._cache_size() == 1
+
+
 def test_adversarial_gradient_flows_through_meta_learner_only_by_default():
     group = tiny_group(jax.random.key(1), 1, (16, 16, 1))
     variables, _, mean, std = group.unstacked(0)

@@ -124,8 +124,11 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(uninterrupted, tmp_pat
     root, results, _ = uninterrupted
     interrupted = tmp_path / "run"
     phases = (step_lib.recover_phase, step_lib.align_phase, step_lib.replay_batch_phase)
+    step_lib.recover_phase.clear_cache()
     loop.run(smoke_config(root / "run" / "zoo", iterations=2), interrupted, log=lambda *_: None)   # "killed" after 2
     programs = [phase._cache_size() for phase in phases]
+    # The warm-up iteration, the later ones and the recovered-image grid ran one recovery program.
+    assert programs[0] == 1 and (interrupted / "recovered_000002.png").is_file()
     resumed = loop.run(smoke_config(root / "run" / "zoo"), interrupted, log=lambda *_: None)
     # The restored state is placed as the fresh one was (committed to the device), so the resumed
     # run calls the programs the first part compiled instead of compiling them again.

@@ -107,10 +107,10 @@ def run(small: bool = False) -> str:
     compile_s = {}
     start = time.perf_counter()
     compile_s["recovery"], _ = harness.time_compile(recover_phase, state, groups, config, False)
-    state, per_group_images, _ = harness.block(recover_phase(state, groups, config, False))
+    state, recovered, _ = harness.block(recover_phase(state, groups, config, False))
     memory.check_can_sample(state.bank, rep.way, rep.shot, rep.query)
-    compile_s["alignment"], _ = harness.time_compile(align_phase, state, groups, per_group_images, config)
-    state, _ = harness.block(align_phase(state, groups, per_group_images, config))
+    compile_s["alignment"], _ = harness.time_compile(align_phase, state, groups, recovered.per_group_images, config)
+    state, _ = harness.block(align_phase(state, groups, recovered.per_group_images, config))
     compile_s["replay"], _ = harness.time_compile(replay_batch_phase, state, jnp.asarray(0, jnp.int32), config)
     state, _ = harness.block(replay_phase(state, config))
     state = advance(state)

@@ -26,6 +26,7 @@ from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 
@@ -91,10 +92,13 @@ def relative_targets(config: InversionConfig) -> jnp.ndarray:
 
 # --------------------------------------------------------------------------- one teacher
 def inversion_loss(gen_params, z, key, teacher_variables, teacher_mean, teacher_std, targets, *,
-                   module, image_shape, config: InversionConfig, meta_learner: MetaLearner | None):
+                   module, image_shape, config: InversionConfig, meta_learner: MetaLearner | None,
+                   adversarial_on: jax.Array | None = None):
     """L_inv(φ, z) for one teacher (formula in the module docstring) and its parts.
 
-    ``meta_learner=None`` drops the adversarial term (warm-up). The teacher runs with running
+    ``meta_learner=None`` drops the adversarial term (warm-up). ``adversarial_on``, a traced bool,
+    switches it at run time instead (``lax.cond``: off, L_adv = 0 and the meta-learner is not
+    run), so one program serves the warm-up and the later iterations. The teacher runs with running
     BN statistics; the meta-learner with batch statistics, its parameters under stop_gradient.
     Both see one view, the crop/flip drawn at the generator's resolution: the meta-learner
     takes it as is, the teacher resized and normalised (``augment.teacher_input``).
@@ -115,11 +119,17 @@ def inversion_loss(gen_params, z, key, teacher_variables, teacher_mean, teacher_
     loss = ce + config.lambda_bn * bn
     adv = jnp.zeros(())
     if meta_learner is not None:
-        student_params = jax.lax.stop_gradient(meta_learner.params)
-        student_logits = meta_learner.logits_fn()(student_params, views)
-        if not config.adv_through_meta_learner:
-            student_logits = jax.lax.stop_gradient(student_logits)
-        adv = losses.adversarial_loss(logits, student_logits)
+        def adversarial(logits):
+            student_params = jax.lax.stop_gradient(meta_learner.params)
+            student_logits = meta_learner.logits_fn()(student_params, views)
+            if not config.adv_through_meta_learner:
+                student_logits = jax.lax.stop_gradient(student_logits)
+            return losses.adversarial_loss(logits, student_logits)
+
+        if adversarial_on is None:
+            adv = adversarial(logits)
+        else:
+            adv = jax.lax.cond(adversarial_on, adversarial, lambda logits: jnp.zeros((), logits.dtype), logits)
         loss = loss + config.lambda_adv * adv
     parts = {"loss": loss, "ce": ce, "adv": adv, "bn": bn,
              "teacher_acc_aug": losses.accuracy(logits, targets)}
@@ -175,11 +185,12 @@ def inner_step(state: GeneratorInversionState, loss_fn, config: InversionConfig,
 
 
 def _adapt_one(gen_params, teacher_variables, teacher_mean, teacher_std, z, key, *, targets,
-               module, image_shape, config: InversionConfig, meta_learner, k: int):
+               module, image_shape, config: InversionConfig, meta_learner, k: int, adversarial_on=None):
     """k Adam steps on (φ_t, z_t) for one teacher, then the final evaluation (module docstring)."""
     loss_fn = lambda phi, codes, step_key: inversion_loss(
         phi, codes, step_key, teacher_variables, teacher_mean, teacher_std, targets,
-        module=module, image_shape=image_shape, config=config, meta_learner=meta_learner)
+        module=module, image_shape=image_shape, config=config, meta_learner=meta_learner,
+        adversarial_on=adversarial_on)
 
     def step(state, index):
         step_key = jax.random.fold_in(key, index)
@@ -210,7 +221,8 @@ def _adapt_one(gen_params, teacher_variables, teacher_mean, teacher_std, z, key,
 # --------------------------------------------------------------------------- groups
 def adapt_generator(gen_params, group: TeacherGroup, z: jnp.ndarray, targets: jnp.ndarray,
                     key: jax.Array, config: InversionConfig,
-                    meta_learner: MetaLearner | None = None, k: int | None = None) -> AdaptResult:
+                    meta_learner: MetaLearner | None = None, k: int | None = None,
+                    adversarial_on: jax.Array | None = None) -> AdaptResult:
     """FIVE on the T teachers of one group, vectorised with ``config.strategy``, split over the
     devices of ``config.mesh`` if any (``free_jax.sharding.split_over_tasks``; the meta-gradient
     is summed per device, then over devices).
@@ -222,6 +234,7 @@ def adapt_generator(gen_params, group: TeacherGroup, z: jnp.ndarray, targets: jn
       key: one key for the group; teacher t uses ``split(key, T)[t]``.
       meta_learner: for the adversarial term; None = no adversarial term (warm-up).
       k: adaptation steps (default ``config.k``).
+      adversarial_on: None, or a traced bool that switches the adversarial term (``inversion_loss``).
 
     Returns:
       ``AdaptResult``; ``meta_grad`` is summed over the group's teachers.
@@ -231,17 +244,18 @@ def adapt_generator(gen_params, group: TeacherGroup, z: jnp.ndarray, targets: jn
 
     def body(stacked, mask, shared):
         """This device's teachers (all of them on one device); the meta-gradient summed over them."""
-        gen_params, targets, meta_learner = shared
+        gen_params, targets, meta_learner, adversarial_on = shared
         fn = lambda variables, mean, std, codes, teacher_key: _adapt_one(
             gen_params, variables, mean, std, codes, teacher_key, targets=targets,
             module=group.module, image_shape=tuple(group.image_shape), config=config,
-            meta_learner=meta_learner, k=k)
+            meta_learner=meta_learner, k=k, adversarial_on=adversarial_on)
         phi, images, confidence, meta_grads, parts = map_leading(fn, *stacked, strategy=config.strategy)
         return (phi, images, confidence, parts), masked_sum(meta_grads, mask)
 
     with kernel_gradient(config.kernel_gradient_form()):
         (phi, images, confidence, parts), meta_grad = split_over_tasks(
-            body, (group.variables, group.mean, group.std, z, keys), config.mesh, (gen_params, targets, meta_learner))
+            body, (group.variables, group.mean, group.std, z, keys), config.mesh,
+            (gen_params, targets, meta_learner, adversarial_on))
     metrics = {name: jnp.mean(value) for name, value in parts.items()}
     return AdaptResult(adapted_params=phi, images=images, confidence=confidence,
                        meta_grad=meta_grad, metrics=metrics)
@@ -251,7 +265,7 @@ def invert(gen_params, teachers: Sequence[TeacherGroup] | TeacherSlots, meta_lea
            key: jax.Array, config: InversionConfig, warmup: bool) -> InversionResult:
     """FIVE for all sampled teachers (several architectures/input shapes as groups), in one trace.
 
-    Call inside the jitted training step (``config`` and ``warmup`` static). Group g uses
+    Call inside the jitted training step (``config`` static). Group g uses
     ``fold_in(key, g)``, split into latent codes z ~ N(0, I) (T_g, B, nz) and augmentation keys.
     Slots over several groups (``zoo.slots``) use ``fold_in(key, 0)`` for all T slots, so one
     group's draw gets the same numbers as slots or as a group.
@@ -261,18 +275,25 @@ def invert(gen_params, teachers: Sequence[TeacherGroup] | TeacherSlots, meta_lea
         at the generator's resolution and resized to its own input size.
       meta_learner: s_θ for the adversarial term; may be None only when ``warmup`` or
         ``lambda_adv == 0``.
-      warmup: True = no adversarial term (docs/algorithm.md §2.1: the first W iterations; the caller stores nothing).
+      warmup: True = no adversarial term (docs/algorithm.md §2.1: the first W iterations; the caller
+        stores nothing). A Python bool picks the program's form at trace time; a traced bool
+        switches the term at run time (``inversion_loss``), so the warm-up and the later iterations
+        share one compiled program (the training step's ``recover_phase``); ``meta_learner`` is
+        then needed whenever ``lambda_adv != 0``.
 
     Returns:
       ``InversionResult`` (images, global labels, per-group images, summed meta-gradient, metrics);
       slots over several groups come back as one "group" of all T slots.
     """
-    use_adv = not warmup and config.lambda_adv != 0
+    switched = not isinstance(warmup, (bool, np.bool_))              # a traced bool: decided at run time
+    use_adv = config.lambda_adv != 0 and (switched or not warmup)
     if use_adv and meta_learner is None:
         raise ValueError("the adversarial term needs a meta_learner (or warmup=True / lambda_adv=0)")
+    meta_learner = meta_learner if use_adv else None
+    adversarial_on = jnp.logical_not(warmup) if use_adv and switched else None
     groups = as_groups(teachers)
     if groups is None:
-        return _invert_slots(gen_params, teachers, meta_learner if use_adv else None, key, config)
+        return _invert_slots(gen_params, teachers, meta_learner, key, config, adversarial_on)
     if not groups:
         raise ValueError("invert needs at least one teacher group")
     targets = relative_targets(config)
@@ -284,8 +305,8 @@ def invert(gen_params, teachers: Sequence[TeacherGroup] | TeacherSlots, meta_lea
                              f"config.way is {config.way}")
         z_key, aug_key = jax.random.split(jax.random.fold_in(key, index))
         z = jax.random.normal(z_key, (group.size, config.batch_size, config.nz), code_dtype)
-        results.append(adapt_generator(gen_params, group, z, targets, aug_key, config,
-                                       meta_learner if use_adv else None))
+        results.append(adapt_generator(gen_params, group, z, targets, aug_key, config, meta_learner,
+                                       adversarial_on=adversarial_on))
         labels.append(jnp.asarray(group.class_ids)[:, targets].astype(jnp.int32))        # (T, B)
     meta_grad = jax.tree_util.tree_map(lambda *leaves: sum(leaves), *[r.meta_grad for r in results])
     total = sum(group.size for group in groups)
@@ -301,7 +322,7 @@ def invert(gen_params, teachers: Sequence[TeacherGroup] | TeacherSlots, meta_lea
 
 
 def _invert_slots(gen_params, slots: TeacherSlots, meta_learner: MetaLearner | None, key: jax.Array,
-                  config: InversionConfig) -> InversionResult:
+                  config: InversionConfig, adversarial_on: jax.Array | None = None) -> InversionResult:
     """``invert`` over the T slots of several groups: one program whatever groups a draw mixes.
 
     Slot t adapts φ to ``stacks[group_of[t]]``'s teacher ``local_of[t]`` (``zoo.map_slots``:
@@ -317,14 +338,15 @@ def _invert_slots(gen_params, slots: TeacherSlots, meta_learner: MetaLearner | N
     z = jax.random.normal(z_key, (slots.size, config.batch_size, config.nz), code_dtype)
 
     def body(local_slots, mask, shared):
-        gen_params, targets, meta_learner, stacks = shared
+        gen_params, targets, meta_learner, adversarial_on, stacks = shared
 
         def branch_of(stack: TeacherGroup):
             def branch(local, codes, teacher_key):
                 variables, class_ids, mean, std = stack.unstacked(local)
                 _, images, confidence, meta_grad, parts = _adapt_one(
                     gen_params, variables, mean, std, codes, teacher_key, targets=targets, module=stack.module,
-                    image_shape=tuple(stack.image_shape), config=config, meta_learner=meta_learner, k=config.k)
+                    image_shape=tuple(stack.image_shape), config=config, meta_learner=meta_learner, k=config.k,
+                    adversarial_on=adversarial_on)
                 return images, confidence, class_ids[targets], meta_grad, parts
             return branch
 
@@ -336,7 +358,7 @@ def _invert_slots(gen_params, slots: TeacherSlots, meta_learner: MetaLearner | N
     with kernel_gradient(config.kernel_gradient_form()):
         (images, confidence, labels, parts), meta_grad = split_over_tasks(
             body, (slots.group_of, slots.local_of, z, jax.random.split(aug_key, slots.size)), config.mesh,
-            (gen_params, targets, meta_learner, slots.stacks))
+            (gen_params, targets, meta_learner, adversarial_on, slots.stacks))
     labels = labels.astype(jnp.int32)
     return InversionResult(
         images=images.reshape(-1, *images.shape[2:]), labels=labels.reshape(-1), per_group_images=[images],
@@ -348,7 +370,8 @@ def invert_and_meta_update(gen_params, gen_opt_state, teachers: Sequence[Teacher
                            key: jax.Array, config: InversionConfig, warmup: bool,
                            meta_learner: MetaLearner | None = None):
     """One FIVE iteration: ``invert`` the sampled teachers, then one meta-update of φ with their
-    summed meta-gradient (``meta_update_generator``). Call inside jit (``config``, ``warmup`` static).
+    summed meta-gradient (``meta_update_generator``). Call inside jit (``config`` static; ``warmup``
+    a Python bool or a traced one, see ``invert``).
 
     Returns:
       (gen_params, gen_opt_state, InversionResult).

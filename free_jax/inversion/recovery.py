@@ -45,14 +45,19 @@ class Recovered:
       images: (Σ_g T_g·B, s, s, C) float32 in [0, 1], teachers in group order.
       labels: (Σ_g T_g·B,) int32 global class ids.
       per_group_images: list of (T_g, B, s, s, C), the same images per group (for alignment).
+      per_group_labels: list of (T_g, B) global class ids, the same labels per group.
       metrics: scalars averaged over all teachers; ``teacher_acc`` (the teacher's accuracy on the
         clean recovered images) for every recovery.
+      per_group_confidence: FIVE: list of (T_g, B), each teacher's probability of the target class
+        of its clean recovered images (the recovered-image grid's captions); None otherwise.
     """
 
     images: jnp.ndarray
     labels: jnp.ndarray
     per_group_images: list
+    per_group_labels: list
     metrics: dict
+    per_group_confidence: list | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +75,8 @@ def _five(gen_params, gen_opt_state, groups, key, config, warmup, meta_learner, 
     gen_params, gen_opt_state, result = invert_and_meta_update(gen_params, gen_opt_state, groups, key, config,
                                                                warmup, meta_learner)
     return gen_params, gen_opt_state, Recovered(result.images, result.labels, result.per_group_images,
-                                                result.metrics)
+                                                result.per_group_labels, result.metrics,
+                                                result.per_group_confidence)
 
 
 def _per_teacher(per_teacher: Callable[[TeacherGroup], Callable], teachers, key, image_shape,
@@ -93,10 +99,10 @@ def _per_teacher(per_teacher: Callable[[TeacherGroup], Callable], teachers, key,
         count, batch = result.images.shape[:2]
         flat = augment.resize_to(result.images.reshape(count * batch, *result.images.shape[2:]), image_shape)
         per_group.append(flat.reshape(count, batch, *flat.shape[1:]))                     # (T, B, s, s, C)
-        labels.append(result.labels.reshape(-1))
+        labels.append(result.labels.reshape(count, batch).astype(jnp.int32))                 # (T, B)
         accuracy.append(result.accuracy_history[:, -1])                                       # (T,)
     images = jnp.concatenate([imgs.reshape(-1, *imgs.shape[2:]) for imgs in per_group])
-    return Recovered(images, jnp.concatenate(labels).astype(jnp.int32), per_group,
+    return Recovered(images, jnp.concatenate([lab.reshape(-1) for lab in labels]), per_group, labels,
                      {"teacher_acc": jnp.mean(jnp.concatenate(accuracy))})
 
 
@@ -116,7 +122,8 @@ def _per_slot(per_teacher, slots: TeacherSlots, key, image_shape, config: Invers
     keys = jax.random.split(jax.random.fold_in(key, 0), slots.size)
     images, accuracy, labels = map_slots(branch_of, slots.stacks, slots.group_of, slots.local_of, (keys,),
                                          config.strategy)
-    return Recovered(images.reshape(-1, *images.shape[2:]), labels.reshape(-1).astype(jnp.int32), [images],
+    labels = labels.astype(jnp.int32)
+    return Recovered(images.reshape(-1, *images.shape[2:]), labels.reshape(-1), [images], [labels],
                      {"teacher_acc": jnp.mean(accuracy)})
 
 
@@ -148,7 +155,8 @@ def recover(name: str, gen_params, gen_opt_state, groups: Sequence[TeacherGroup]
 
     Args:
       gen_params, gen_opt_state: the meta-generator φ and its persistent Adam (only FIVE updates them).
-      key: the iteration's recovery key. warmup: FIVE's warm-up (no adversarial term).
+      key: the iteration's recovery key. warmup: FIVE's warm-up (no adversarial term), a Python bool or a
+        traced one (``five.invert``).
       meta_learner: s_θ for FIVE's adversarial term (None: no adversarial term).
       image_shape: (s, s, C) of the recovered images (the bank's).
 

@@ -8,16 +8,16 @@ and resumed run computes exactly what an uninterrupted one does.
 """
 from __future__ import annotations
 
-import functools
 import json
 import math
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from free_jax import checkpointing, distributed, sharding
-from free_jax.inversion import invert
+from free_jax.inversion import relative_targets
 from free_jax.inversion.grid import inversion_rows, recovered_grid_png
 from free_jax.meta.selfcheck import check_strategy
 from free_jax.progress import ProgressLine
@@ -29,7 +29,7 @@ from free_jax.training.run_setup import (
     state_constructor,
     train_metadata,
 )
-from free_jax.training.step import PhaseTimer, iteration_program, run_iteration
+from free_jax.training.step import PhaseTimer, iteration_program, recover_phase, run_iteration
 from free_jax.training.validate import validate_config
 from free_jax.training.workdir import kill_point
 from free_jax.zoo import build_or_load_zoo
@@ -208,8 +208,8 @@ def _run_locked(config, workdir: Path, *, log, on_evaluation=None) -> dict:
                 kill_point("after_best_save", done)
         if (config.grid_every and method.recovery == "five" and not warmup
                 and (done % config.grid_every == 0 or done == config.iterations)):
-            _write_grid(state, sharding.replicate(zoo.select(teacher_ids), mesh), zoo.grouped_ids(teacher_ids),
-                        step_cfg, workdir / f"recovered_{done:06d}.png")
+            _write_grid(state, teachers, np.concatenate(zoo.grouped_ids(teacher_ids)), step_cfg,
+                        workdir / f"recovered_{done:06d}.png")
             kill_point("after_grid", done)
         if done % config.checkpoint_every == 0 or done == config.iterations:
             _finite_save(checkpoints.save, step, metrics, state, {"best_val": best_val, "best_step": best_step,
@@ -270,18 +270,22 @@ def meta_test(selected, random_init, domains, config, timed=None, stream=None) -
     return tests
 
 
-@functools.partial(jax.jit, static_argnames=("config",))
-def _grid_inversion(gen_params, groups, key, config):
-    return invert(gen_params, groups, None, key, config, warmup=True)
+@jax.jit
+def _copy(tree):
+    return jax.tree_util.tree_map(jnp.copy, tree)
 
 
-def _write_grid(state, groups, teacher_ids, step_cfg, path: Path) -> None:
-    """PNG of the current meta-generator adapted to ``groups`` (k steps; the state is unchanged),
-    one row per (teacher, class) titled ``T<id> c<class>``, a teacher drawn twice marked a repeat.
-    ``teacher_ids``: per group, the zoo ids of its teachers (``Zoo.grouped_ids``)."""
-    result = _grid_inversion(state.gen_params, groups, state.iteration_key(), step_cfg.inversion)
+def _write_grid(state, teachers, teacher_ids, step_cfg, path: Path) -> None:
+    """PNG of the current meta-generator adapted to the drawn ``teachers`` (slots; k steps, no
+    adversarial term, as in warm-up), one row per (teacher, class) titled ``T<id> c<class>``, a
+    teacher drawn twice marked a repeat. ``teacher_ids``: the zoo id of each slot.
+
+    It runs the run's own recovery program (``recover_phase`` with warm-up on, which stores
+    nothing) on a copy of the state, which that program consumes: no program of its own to
+    compile, and the run's state is unchanged."""
+    _, recovered, _ = recover_phase(_copy(state), teachers, step_cfg, True)
     images, labels, confidences, keys, titles = inversion_rows(
-        result.per_group_images, result.per_group_labels, result.per_group_confidence,
-        np.asarray(result.targets), teacher_ids)
+        recovered.per_group_images, recovered.per_group_labels, recovered.per_group_confidence,
+        np.asarray(relative_targets(step_cfg.inversion)), [teacher_ids])
     if distributed.is_primary():      # every process computes the grid (one program over all devices)
         recovered_grid_png(images, labels, confidences, path, row_titles=titles, row_keys=keys)

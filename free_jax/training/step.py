@@ -21,6 +21,7 @@ import time
 from typing import Sequence
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from free_jax import memory
@@ -74,23 +75,38 @@ def _keys(state: FreeState):
     return jax.random.split(state.iteration_key(), 3)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "warmup"), donate_argnames=("state",))
+def _recover(state: FreeState, groups, config: StepConfig, warmup):
+    """``recover_phase``'s body. ``warmup``: a Python bool (the fused iteration's, whose warm-up
+    is a program of its own) or a traced bool (``recover_phase``'s)."""
+    inversion_key = _keys(state)[0]
+    static = isinstance(warmup, bool)
+    gen_params, gen_opt_state, result = recover(
+        config.recovery, state.gen_params, state.gen_opt_state, groups, inversion_key, config.inversion, warmup,
+        None if static and warmup else state.meta_learner, state.bank.image_shape)
+    if static:
+        bank = state.bank if warmup else memory.add(state.bank, result.images, result.labels)
+    else:   # label -1 is outside the bank's classes, which ``memory.add`` drops: nothing stored in warm-up
+        bank = memory.add(state.bank, result.images, jnp.where(warmup, -1, result.labels))
+    state = state.replace(gen_params=gen_params, gen_opt_state=gen_opt_state, bank=bank)
+    metrics = {f"inv_{name}": value for name, value in result.metrics.items()}
+    return state, result, metrics
+
+
+@functools.partial(jax.jit, static_argnames=("config",), donate_argnames=("state",))
 def recover_phase(state: FreeState, groups: Sequence[TeacherGroup] | TeacherSlots, config: StepConfig,
-                  warmup: bool):
+                  warmup: bool | jax.Array):
     """The run's recovery for the sampled teachers (FIVE: with the generator meta-update), and
     (after warm-up) the bank add. ``groups``: stacked groups, or ``TeacherSlots`` (the training
     loop's: one program for every draw).
 
-    Returns (state, per-group recovered images, metrics). During warm-up nothing is stored.
+    ``warmup`` is an argument of the program, not a constant of it: FIVE's warm-up (no
+    adversarial term, nothing stored) and the later iterations run one compiled program, the
+    adversarial term behind a ``lax.cond`` (``five.inversion_loss``), so a run compiles (and a
+    resumed run loads) one recovery program instead of two.
+
+    Returns (state, the ``Recovered`` images, metrics). During warm-up nothing is stored.
     """
-    inversion_key = _keys(state)[0]
-    gen_params, gen_opt_state, result = recover(
-        config.recovery, state.gen_params, state.gen_opt_state, groups, inversion_key, config.inversion, warmup,
-        None if warmup else state.meta_learner, state.bank.image_shape)
-    bank = state.bank if warmup else memory.add(state.bank, result.images, result.labels)
-    state = state.replace(gen_params=gen_params, gen_opt_state=gen_opt_state, bank=bank)
-    metrics = {f"inv_{name}": value for name, value in result.metrics.items()}
-    return state, result.per_group_images, metrics
+    return _recover(state, groups, config, jnp.asarray(warmup, bool))
 
 
 @functools.partial(jax.jit, static_argnames=("config",), donate_argnames=("state",))
@@ -153,10 +169,10 @@ def advance(state: FreeState) -> FreeState:
 def _iteration(state, groups, config, warmup, bank=None):
     metrics = {}
     if recovers(config, warmup):
-        state, per_group_images, metrics = recover_phase.__wrapped__(state, groups, config, warmup)
+        state, recovered, metrics = _recover(state, groups, config, warmup)
     if not warmup:
         if config.objective in _ALIGNS:
-            state, align_metrics = align_phase.__wrapped__(state, groups, per_group_images, config)
+            state, align_metrics = align_phase.__wrapped__(state, groups, recovered.per_group_images, config)
             metrics = {**metrics, **align_metrics}
         if config.objective in _REPLAYS:
             state, replay_metrics = _replay_in_one_program(state, config, bank)
@@ -204,10 +220,11 @@ def run_phases(state: FreeState, groups, config: StepConfig, warmup: bool, timer
     timer = timer or (lambda name, fn: fn())
     metrics = {}
     if recovers(config, warmup):
-        state, per_group_images, metrics = timer("recovery", lambda: recover_phase(state, groups, config, warmup))
+        state, recovered, metrics = timer("recovery", lambda: recover_phase(state, groups, config, warmup))
     if not warmup:
         if config.objective in _ALIGNS:
-            state, align_metrics = timer("alignment", lambda: align_phase(state, groups, per_group_images, config))
+            state, align_metrics = timer("alignment", lambda: align_phase(state, groups, recovered.per_group_images,
+                                                                          config))
             metrics = {**metrics, **align_metrics}
         if config.objective in _REPLAYS:
             state, replay_metrics = timer("replay", lambda: replay_phase(state, config, bank))
