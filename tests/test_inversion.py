@@ -274,10 +274,10 @@ def test_a_traced_warmup_flag_computes_what_the_static_one_does():
     value gives the numbers of the program built for it with a Python bool."""
     to_f64 = lambda tree: jax.tree_util.tree_map(
         lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
-    config = dataclasses.replace(CONFIG, strategy="loop", scan_steps=False, images_per_class=8)
+    config = dataclasses.replace(CONFIG, strategy="loop", scan_steps=False, images_per_class=8, k=1)
     assert config.lambda_adv != 0
     with jax.enable_x64(True):
-        group = to_f64(tiny_group(jax.random.key(1), 2, (16, 16, 1)))
+        group = to_f64(tiny_group(jax.random.key(1), 1, (16, 16, 1)))
         variables, _, mean, std = group.unstacked(0)
         # A teacher's own weights as meta-learner: some samples agree, so the adversarial term is not 0.
         learner = MetaLearner(variables=variables, mean=mean, std=std, module=group.module)
