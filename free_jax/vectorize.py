@@ -26,6 +26,7 @@ import logging
 from typing import Callable, Literal
 
 import jax
+import jax.numpy as jnp
 
 Strategy = Literal["auto", "vmap", "loop", "lax_map"]
 STRATEGIES = ("auto", "vmap", "loop", "lax_map")
@@ -44,18 +45,50 @@ def resolve(strategy: Strategy, cpu: str = "loop") -> str:
     return strategy
 
 
-def map_leading(fn: Callable, *stacked_args, strategy: Strategy = "auto", cpu: str = "loop"):
+def map_leading(fn: Callable, *stacked_args, strategy: Strategy = "auto", cpu: str = "loop",
+                in_flight: int = 0):
     """``stack([fn(*(a[i] for a in stacked_args)) for i in range(n)])`` over pytrees.
 
     Every leaf of every argument has the same leading size n; outputs are stacked on axis 0.
     Call it inside ``jax.jit``: "loop" unrolls n calls into the traced program. ``cpu``: what
     "auto" means on CPU (``resolve``).
+
+    ``in_flight`` ("loop" only; 0 = no limit): item i's floating-point inputs wait for every
+    output of item i − in_flight (``after``), so at most ``in_flight`` items run at once and XLA
+    can reuse the earlier items' temporary buffers. Unlimited, XLA:CPU's scheduler interleaves the
+    unrolled items and keeps every item's temporaries alive together (BENCHMARKS.md, "Memory").
     """
+    if in_flight < 0:
+        raise ValueError(f"in_flight must be >= 0 (0 = no limit), got {in_flight}")
     strategy = resolve(strategy, cpu)
     if strategy == "vmap":
         return jax.vmap(fn)(*stacked_args)
     if strategy == "lax_map":
         return jax.lax.map(lambda args: fn(*args), stacked_args)
     n = jax.tree_util.tree_leaves(stacked_args)[0].shape[0]
-    outputs = [fn(*jax.tree_util.tree_map(lambda leaf: leaf[i], stacked_args)) for i in range(n)]
+    outputs = []
+    for i in range(n):
+        args = jax.tree_util.tree_map(lambda leaf: leaf[i], stacked_args)
+        if in_flight and i >= in_flight:
+            args = after(outputs[i - in_flight], args)
+        outputs.append(fn(*args))
     return jax.tree_util.tree_map(lambda *leaves: jax.numpy.stack(leaves), *outputs)
+
+
+def after(done, values):
+    """``values``, made to depend on every leaf of ``done``: each floating-point leaf v becomes
+    v + 0·s, with s = Σ over the numeric leaves of ``done`` of their first element (no gradient
+    flows to ``done``).
+
+    A data dependency, so the compiler cannot start work on ``values`` before ``done`` exists;
+    ``lax.optimization_barrier`` did not order XLA:CPU's schedule here (the recovery program's
+    temporaries were unchanged with it). The values are unchanged whenever s is finite (−0.0
+    becomes +0.0); a non-finite s (a diverged earlier item) makes them NaN.
+    """
+    numeric = [leaf for leaf in jax.tree_util.tree_leaves(done)
+               if leaf.size and (jnp.issubdtype(leaf.dtype, jnp.number) or leaf.dtype == jnp.bool_)]
+    if not numeric:
+        return values
+    zero = 0 * jax.lax.stop_gradient(sum(jnp.ravel(leaf)[0].astype(jnp.float32) for leaf in numeric))
+    tie = lambda v: v + zero.astype(v.dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v
+    return jax.tree_util.tree_map(tie, values)

@@ -153,14 +153,39 @@ def test_five_recovery_and_generator_meta_update_equal_under_every_strategy(adve
                                       meta_learner=learner)
 
     reference = eager(five, gen_params, gen_opt_state, dataclasses.replace(base, strategy="loop"))
-    for strategy in STRATEGIES:
-        config = dataclasses.replace(base, strategy=strategy)
+    variants = {strategy: dataclasses.replace(base, strategy=strategy) for strategy in STRATEGIES}
+    # the loop with one teacher at a time: teacher 2 waits for teacher 1 (``vectorize.after``)
+    variants["loop, one teacher in flight"] = dataclasses.replace(base, strategy="loop", teachers_in_flight=1)
+    for strategy, config in variants.items():
         new_params, new_opt_state, result = jax.jit(five, static_argnums=2)(gen_params, gen_opt_state, config)
         assert_close(result.images, reference[2].images, f"{strategy}: recovered images")
         assert_close(result.meta_grad, reference[2].meta_grad, f"{strategy}: generator meta-gradient")
         assert_close(new_params, reference[0], f"{strategy}: meta-updated generator")
         assert_close(new_opt_state, reference[1], f"{strategy}: generator Adam state")
         assert_close(result.metrics, reference[2].metrics, f"{strategy}: metrics")
+
+
+def test_items_in_flight_change_the_schedule_not_the_numbers():
+    """``map_leading(..., in_flight=k)``: item i waits for item i − k, so the compiled loop needs
+    fewer temporaries (each item's 4 MiB intermediates are reused, not all alive at once), and
+    returns the same numbers as the unlimited loop and the eager loop."""
+    def item(w, x):
+        hidden = jnp.tanh(x[:, None] * w[None, :])                       # (1024, 512) float64: 4 MiB
+        return jnp.sum(jnp.cos(hidden) @ hidden.T, axis=1)
+
+    stacked = (jax.random.normal(jax.random.key(0), (4, 512), jnp.float64),
+               jax.random.normal(jax.random.key(1), (4, 1024), jnp.float64))
+    mapped = lambda in_flight: jax.jit(lambda w, x: vectorize.map_leading(item, w, x, strategy="loop",
+                                                                            in_flight=in_flight))
+    reference = eager(lambda w, x: vectorize.map_leading(item, w, x, strategy="loop"), *stacked)
+    temporaries = {}
+    for in_flight in (0, 1, 2):
+        assert_close(mapped(in_flight)(*stacked), reference, f"{in_flight} in flight")
+        temporaries[in_flight] = mapped(in_flight).lower(*stacked).compile().memory_analysis().temp_size_in_bytes
+    assert temporaries[1] < temporaries[0], temporaries
+    assert temporaries[1] <= temporaries[2] <= temporaries[0], temporaries
+    with pytest.raises(ValueError, match="in_flight must be >= 0"):
+        vectorize.map_leading(item, *stacked, strategy="loop", in_flight=-1)
 
 
 # --------------------------------------------------------------------------- BELL alignment

@@ -158,7 +158,10 @@ def test_iteration_program_is_phased_on_cpu_and_fused_on_accelerators():
     config.iteration, config.inversion.kernel_gradient = "auto", "im2col"
     with pytest.raises(ValueError, match=r"--config.inversion.kernel_gradient='im2col' is invalid"):
         loop.run(config, "unused-workdir", log=lambda *_: None)
-    config.inversion.kernel_gradient, config.replay.inner_loop = "auto", "while"
+    config.inversion.kernel_gradient, config.inversion.teachers_in_flight = "auto", -1
+    with pytest.raises(ValueError, match=r"--config.inversion.teachers_in_flight=-1 is invalid: it must be an integer"):
+        loop.run(config, "unused-workdir", log=lambda *_: None)
+    config.inversion.teachers_in_flight, config.replay.inner_loop = 2, "while"
     with pytest.raises(ValueError, match=r"--config.replay.inner_loop='while' is invalid: it must be one of "
                                          r"\('unroll', 'scan'\)"):
         loop.run(config, "unused-workdir", log=lambda *_: None)

@@ -28,6 +28,15 @@ class InversionConfig:
         (g = Σ_t (φ − φ_t)).
       meta_lr: the persistent outer Adam on φ (betas ``betas``).
       strategy: how teachers of one group are mapped (``free_jax.vectorize``).
+      teachers_in_flight: with strategy "loop" (the CPU default), at most this many teachers'
+        adaptations run at once in the recovery program (0 = no limit). Unlimited, XLA:CPU
+        interleaves every teacher of the draw and keeps all their activations alive together, so
+        the program's temporaries grow with the draw (CIFAR-FS size: 1418 MiB for 4 teachers,
+        2807 MiB for 8). The default 4 leaves the default draw of 4 as it was (fastest) and bounds
+        larger draws (8 teachers: 1484 MiB). Fewer trade speed for memory: 2 needed 756 MiB and
+        1 needed 412 MiB for 4 teachers, at about 5 % and 14 % more time per recovery on 2 cores
+        (BENCHMARKS.md, "Memory"). The math does not depend on it (a float64 parity test); in
+        float32 the program's fusions, and so its rounding, change for the teachers that wait.
       scan_steps: run the k inner steps as ``lax.scan`` instead of unrolled Python (unrolled
         measured faster on XLA:CPU, see ``free_jax.inversion.five``).
       kernel_gradient: how the generator's and teachers' convolutions take their kernel gradient
@@ -59,6 +68,7 @@ class InversionConfig:
     meta_update: Literal["fomaml", "reptile"] = "fomaml"
     meta_lr: float = 1e-3
     strategy: str = "auto"
+    teachers_in_flight: int = 4
     scan_steps: bool = False
     kernel_gradient: str = "auto"
     crop_padding: int = 4
@@ -77,6 +87,8 @@ class InversionConfig:
             raise ValueError(f"meta_update must be 'fomaml' or 'reptile', got {self.meta_update!r}")
         if self.kernel_gradient not in KERNEL_GRADIENT_SETTINGS:
             raise ValueError(f"kernel_gradient={self.kernel_gradient!r}; choose one of {KERNEL_GRADIENT_SETTINGS}")
+        if self.teachers_in_flight < 0:
+            raise ValueError(f"teachers_in_flight must be >= 0 (0 = no limit), got {self.teachers_in_flight}")
         if self.k < 1:
             raise ValueError(f"k must be >= 1, got {self.k}")
 

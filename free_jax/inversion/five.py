@@ -249,7 +249,8 @@ def adapt_generator(gen_params, group: TeacherGroup, z: jnp.ndarray, targets: jn
             gen_params, variables, mean, std, codes, teacher_key, targets=targets,
             module=group.module, image_shape=tuple(group.image_shape), config=config,
             meta_learner=meta_learner, k=k, adversarial_on=adversarial_on)
-        phi, images, confidence, meta_grads, parts = map_leading(fn, *stacked, strategy=config.strategy)
+        phi, images, confidence, meta_grads, parts = map_leading(fn, *stacked, strategy=config.strategy,
+                                                                 in_flight=config.teachers_in_flight)
         return (phi, images, confidence, parts), masked_sum(meta_grads, mask)
 
     with kernel_gradient(config.kernel_gradient_form()):
@@ -352,7 +353,8 @@ def _invert_slots(gen_params, slots: TeacherSlots, meta_learner: MetaLearner | N
 
         group_of, local_of, codes, keys = local_slots
         images, confidence, labels, meta_grads, parts = map_slots(branch_of, stacks, group_of, local_of,
-                                                                  (codes, keys), config.strategy)
+                                                                  (codes, keys), config.strategy,
+                                                                  in_flight=config.teachers_in_flight)
         return (images, confidence, labels, parts), masked_sum(meta_grads, mask)
 
     with kernel_gradient(config.kernel_gradient_form()):

@@ -91,6 +91,9 @@ def validate_config(config) -> None:
              f"one of {INNER_LOOPS} ('scan': faster to compile, 'unroll': faster per episode)")
     _require(config.inversion.kernel_gradient in KERNEL_GRADIENT_SETTINGS, "inversion.kernel_gradient",
              config.inversion.kernel_gradient, f"one of {KERNEL_GRADIENT_SETTINGS} ('auto' unless measuring)")
+    _require(config.inversion.teachers_in_flight >= 0, "inversion.teachers_in_flight",
+             config.inversion.teachers_in_flight,
+             "an integer ≥ 0 (0 = every teacher at once; 4, the default; fewer use less memory)")
     _require(config.iteration in ITERATION_PROGRAMS, "iteration", config.iteration, f"one of {ITERATION_PROGRAMS}")
     _require(config.strategy in vectorize.STRATEGIES, "strategy", config.strategy, f"one of {vectorize.STRATEGIES}")
     if config.inversion.images_per_class < config.shot + config.query:

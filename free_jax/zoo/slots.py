@@ -71,13 +71,15 @@ def as_groups(teachers) -> list[TeacherGroup] | None:
 
 
 def map_slots(branch_of: Callable[[TeacherGroup], Callable], stacks: Sequence[TeacherGroup],
-              group_of: jnp.ndarray, local_of: jnp.ndarray, per_slot=(), strategy: str = "auto"):
+              group_of: jnp.ndarray, local_of: jnp.ndarray, per_slot=(), strategy: str = "auto",
+              in_flight: int = 0):
     """``stack over t of branch_of(stacks[group_of[t]])(local_of[t], *per_slot[t])``.
 
     ``branch_of(stack)`` returns the per-teacher function of that group (it gathers its teacher
     by the index it is given); every branch must return the same shapes and dtypes. Slots are
     mapped with ``strategy`` (``vectorize``), but a vmap would evaluate every branch for every
     slot (a batched switch becomes a select), so "vmap" maps with ``lax.map`` here.
+    ``in_flight``: with "loop", at most this many slots run at once (``map_leading``).
     """
     branches = [branch_of(stack) for stack in stacks]
     strategy = resolve(strategy)
@@ -87,4 +89,5 @@ def map_slots(branch_of: Callable[[TeacherGroup], Callable], stacks: Sequence[Te
             return branches[0](local, *args)
         return jax.lax.switch(group, branches, local, *args)
 
-    return map_leading(one, group_of, local_of, *per_slot, strategy="lax_map" if strategy == "vmap" else strategy)
+    return map_leading(one, group_of, local_of, *per_slot, strategy="lax_map" if strategy == "vmap" else strategy,
+                       in_flight=in_flight)
