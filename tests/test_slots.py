@@ -114,6 +114,11 @@ def test_a_mixed_draw_adapts_each_slot_to_its_own_teacher_and_aligns_as_the_grou
         meta_grads.append(meta_grad)
     chex.assert_trees_all_close(result.meta_grad, jax.tree_util.tree_map(lambda *g: sum(g), *meta_grads),
                                 rtol=1e-4, atol=1e-6)
+    # the loop, one slot at a time (slot t waits for slot t − 1, ``vectorize.after``): the same recovery
+    one_at_a_time = dataclasses.replace(CONFIG, strategy="loop", teachers_in_flight=1)
+    waited = jax.jit(lambda teachers: invert(gen_params, teachers, None, key, one_at_a_time, True))(slots)
+    np.testing.assert_allclose(waited.images, result.images, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(waited.meta_grad, result.meta_grad, rtol=1e-4, atol=1e-6)
     # BELL's alignment over the slots visits the same teachers with the same images in the same
     # order as over the stacked groups (group 0: slot 0; group 1: slots 1-2).
     learner = create_meta_learner(jax.random.key(7), "conv4", WAY, (16, 16, 1), [0.5], [0.25], width=4)
