@@ -72,7 +72,7 @@ def map_leading(fn: Callable, *stacked_args, strategy: Strategy = "auto", cpu: s
         if in_flight and i >= in_flight:
             args = after(outputs[i - in_flight], args)
         outputs.append(fn(*args))
-    return jax.tree_util.tree_map(lambda *leaves: jax.numpy.stack(leaves), *outputs)
+    return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *outputs)
 
 
 def after(done, values):
