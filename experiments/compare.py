@@ -17,6 +17,7 @@ from ml_collections import config_flags
 from free_jax.comparison import run_comparison
 from free_jax.compilation_cache import enable_compilation_cache
 from free_jax.determinism import request_deterministic_gpu_ops
+from free_jax.host_memory import release_after_compiles
 from free_jax.training.quiet import quiet_library_logs
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -49,6 +50,7 @@ def main(argv):
     request_deterministic_gpu_ops()   # exact resume on GPUs too (before any JAX backend starts)
     quiet_library_logs()
     enable_compilation_cache()
+    release_after_compiles()   # the compiler's leftovers go back to the OS before each run
     try:
         seeds, shots = [int(s) for s in _SEEDS.value], [int(s) for s in _SHOTS.value]
         lrs, steps = [float(v) for v in _LRS.value], [int(v) for v in _STEPS.value]

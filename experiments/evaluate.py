@@ -13,6 +13,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from free_jax.compilation_cache import enable_compilation_cache
+from free_jax.host_memory import release_after_compiles
 from free_jax.training.evaluate_saved import WHICH, evaluate_saved
 from free_jax.training.quiet import quiet_library_logs
 
@@ -32,6 +33,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     quiet_library_logs()
     enable_compilation_cache()
+    release_after_compiles()   # the compiler's leftovers go back to the OS before each run
     config = _CONFIG.value
     try:
         shots = tuple(int(s) for s in _SHOTS.value) or tuple(config.eval.test_shots)

@@ -20,6 +20,7 @@ from ml_collections import config_flags
 
 from free_jax.compilation_cache import enable_compilation_cache
 from free_jax.determinism import request_deterministic_gpu_ops
+from free_jax.host_memory import release_after_compiles
 from free_jax.zoo import build, pretrain
 
 _OUTPUT = flags.DEFINE_string("output_dir", None, "Zoo directory (created, resumed or loaded).", required=True)
@@ -36,6 +37,7 @@ def main(argv):
     request_deterministic_gpu_ops()   # exact resume on GPUs too (before any JAX backend starts)
     logging.set_verbosity(logging.WARNING)  # keep Orbax's info lines out of the progress line
     enable_compilation_cache()
+    release_after_compiles()   # the compiler's leftovers go back to the OS before each run
     config = _ZOO.value
     # --zoo.archs=conv4,resnet10 arrives as one comma-joined name: split it.
     names = lambda values: tuple(name.strip() for value in values for name in value.split(",") if name.strip())

@@ -19,6 +19,7 @@ from ml_collections import config_flags
 from free_jax import distributed
 from free_jax.compilation_cache import enable_compilation_cache
 from free_jax.determinism import request_deterministic_gpu_ops
+from free_jax.host_memory import release_after_compiles
 from free_jax.training.loop import run
 from free_jax.training.quiet import quiet_library_logs
 
@@ -38,6 +39,7 @@ def main(argv):
     quiet_library_logs()
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     enable_compilation_cache()
+    release_after_compiles()   # the compiler's leftovers go back to the OS before each run
     run(_CONFIG.value, _WORKDIR.value)
     distributed.shutdown()
 

@@ -7,6 +7,7 @@ a neighbour on its own line nor from above, so every import arrow points down
     normalization, vectorize, sharding, checkpointing   helpers over jax, numpy and Orbax
     distributed                                          multi-process start-up, barriers, which process writes
     determinism                                          XLA's deterministic GPU kernels (the binaries ask for them)
+    host_memory                                          freed host memory back to the OS after big compiles (binaries)
     progress                                             the progress line of long work (count, rate, ETA)
     locks                                                file locks that share work between processes
     models, data                                         networks and the meta-learner; datasets, episodes, Task

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from free_jax import evaluation, memory, models
+from free_jax import evaluation, host_memory, memory, models
 from free_jax.benchmarks import harness
 from free_jax.inversion import InversionConfig
 from free_jax.meta import maml
@@ -125,6 +125,8 @@ def run(small: bool = False) -> str:
         harness.block(state)
         totals.append(time.perf_counter() - begin)
     finite = all(np.isfinite(float(v)) for v in metrics.values())
+    released = (f"yes, {host_memory.releases['count']} times" if host_memory.releases["count"]
+                else "no (free_jax.host_memory.release_after_compiles not on)")
     episode = {loop: _evaluation_seconds(state.meta_learner, s, loop) for loop in ("unroll", "scan")}
     median = {name: statistics.median(values) for name, values in timer.seconds.items()}
     total = statistics.median(totals)
@@ -174,7 +176,8 @@ Medians over {s['iterations']} non-warm-up iterations (per iteration: {per_itera
 non-warm-up iteration that filled the bank ({fill_s:.0f} s including the compiles); each phase
 is timed with a blocking timer, as the training loop does. Compile = lower + compile of each
 phase's jitted program alone, before its first call. Peak RSS of the process:
-{harness.peak_rss_mib():.0f} MiB (PyTorch: 1.36 GB). Metrics finite: {finite}.
+{harness.peak_rss_mib():.0f} MiB (PyTorch: 1.36 GB; freed memory returned to the OS after big compiles:
+{released}). Metrics finite: {finite}.
 
 {table}
 
