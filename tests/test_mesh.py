@@ -6,10 +6,12 @@ devices each, gloo collectives) on a smoke config.
 import dataclasses
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import jax
@@ -199,8 +201,9 @@ def test_distributed_flags_must_come_together():
 
 # --------------------------------------------------------------------------- two processes
 WORKER = textwrap.dedent("""
-    import importlib.util, sys
+    import faulthandler, importlib.util, signal, sys
     from pathlib import Path
+    faulthandler.register(signal.SIGUSR1, all_threads=True)   # the test asks for the stacks of a hung run
     from free_jax import distributed
     address, processes, process_id = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     workdir, zoo, tag = Path(sys.argv[4]), sys.argv[5], sys.argv[6]
@@ -233,6 +236,10 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+# One launch takes 30-60 s (2 iterations of the smoke config); a hang fails long before CI's limit.
+LAUNCH_TIMEOUT_S = 300
+
+
 def _launch(tmp_path, workdir: Path, tag: str, processes: int, devices_per_process: int, kill_at: str = ""):
     """Runs WORKER as ``processes`` processes (2 iterations of the smoke config on one zoo); returns
     [(returncode, output)] per process. ``kill_at``: FREE_JAX_KILL_AT for every process."""
@@ -246,14 +253,30 @@ def _launch(tmp_path, workdir: Path, tag: str, processes: int, devices_per_proce
                                  str(tmp_path / "zoo"), tag],
                                 cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                for rank in range(processes)]
-    outputs = []
+    outputs, hung = [], False
     try:
+        deadline = time.monotonic() + LAUNCH_TIMEOUT_S
         for worker in workers:
-            outputs.append(worker.communicate(timeout=600)[0])
+            outputs.append(worker.communicate(timeout=max(1.0, deadline - time.monotonic()))[0])
+    except subprocess.TimeoutExpired:
+        # A hang (seen once in CI, after the processes had connected): every process prints the
+        # Python stack of each of its threads, then the test fails with them.
+        hung = True
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGUSR1)
+        time.sleep(3)
+        for worker in workers:
+            worker.kill()
+        outputs = [worker.communicate()[0] for worker in workers]
     finally:
         for worker in workers:
             if worker.poll() is None:
                 worker.kill()
+    if hung:
+        pytest.fail(f"{tag}: the {processes} processes did not finish in {LAUNCH_TIMEOUT_S} s; their output, "
+                    "with each thread's stack at the end:\n"
+                    + "\n".join(f"--- process {rank}:\n{output[-6000:]}" for rank, output in enumerate(outputs)))
     return [(worker.returncode, output) for worker, output in zip(workers, outputs)]
 
 
