@@ -5,6 +5,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from free_jax import augment, models
 from free_jax.meta import alignment
@@ -31,18 +32,21 @@ def to_f64(tree):
     return jax.tree_util.tree_map(lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 
 
-def test_alignment_equals_hand_written_sequential_adam():
+@pytest.mark.parametrize("form", ["convolution", "windows"])
+def test_alignment_equals_hand_written_sequential_adam(form):
     # float64: Adam divides by √v, so near-zero gradient entries would amplify float32 noise.
+    # The hand-written steps take the "windows" kernel gradient (the default outside alignment).
     with jax.enable_x64(True):
-        _check_alignment_by_hand()
+        _check_alignment_by_hand(form)
 
 
-def _check_alignment_by_hand():
+def _check_alignment_by_hand(form):
     learner, group, images = (to_f64(x) for x in make_problem(0))
     key = jax.random.key(11)
     lr, beta, tau = 1e-2, 3.0, 2.0
     gradient, metrics = jax.jit(lambda m, g, im, k: alignment.alignment_gradient(
-        m, [g], [im], k, inner_lr=lr, beta_align=beta, tau=tau, crop_padding=2, flip=True))(learner, group, images, key)
+        m, [g], [im], k, inner_lr=lr, beta_align=beta, tau=tau, crop_padding=2, flip=True,
+        kernel_gradient=form))(learner, group, images, key)
 
     # By hand: the same order and augmentation draws, Adam written out, one teacher at a time (each
     # teacher's step one jitted program, compiled once: the eager op-by-op run compiled ~400 programs).
@@ -144,3 +148,17 @@ def _split_like(flat, tree):
         out.append(flat[offset:offset + leaf.size].reshape(leaf.shape))
         offset += leaf.size
     return out
+
+
+def test_the_kernel_gradient_form_reaches_the_students_convolutions():
+    """"convolution" takes the student's kernel gradients as convolutions; "windows" as products of
+    the input windows (no convolution): the first program has more convolutions."""
+    learner, group, images = make_problem(0)
+
+    def convolutions(form):
+        jaxpr = jax.make_jaxpr(lambda m, g, im, k: alignment.alignment_gradient(
+            m, [g], [im], k, crop_padding=2, flip=True, kernel_gradient=form))(learner, group, images,
+                                                                               jax.random.key(1))
+        return str(jaxpr).count("conv_general_dilated")
+
+    assert convolutions("convolution") > convolutions("windows")

@@ -21,6 +21,9 @@ The expansion holds for small α: tests/test_alignment.py checks the raised inne
 α = 0.01 (mean over all orders); at α ≥ 0.03 higher-order terms can dominate on small random
 problems. The steps are sequential by design (order matters): an unrolled loop, never a vmap.
 Each iteration starts a fresh inner optimiser state for θ̃ (the released code makes a new one).
+Being straight-line code, the student's convolutions take JAX's own kernel-gradient rule on the
+CPU (``kernel_gradient="convolution"``): the same sums as the loop-friendly "windows" form, about 20 %
+faster for the free suite's alignment (BENCHMARKS.md, "Alignment's kernel gradient").
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ import optax
 
 from free_jax import augment, models
 from free_jax.losses import kl_divergence
+from free_jax.models.conv import kernel_gradient as conv_kernel_gradient
 from free_jax.models.learner import MetaLearner
 from free_jax.zoo.group import TeacherGroup
 from free_jax.zoo.slots import TeacherSlots, as_groups
@@ -90,7 +94,7 @@ def _distill_branch(group: TeacherGroup, images: jnp.ndarray, meta_learner: Meta
 def alignment_gradient(meta_learner: MetaLearner, teachers: Sequence[TeacherGroup] | TeacherSlots,
                        per_group_images: Sequence[jnp.ndarray], key: jax.Array, *, inner_lr: float = 1e-3,
                        beta_align: float = 67.0, tau: float = 1.0, crop_padding: int = 4, flip: bool = True,
-                       inner_optimizer: str = "adam"):
+                       inner_optimizer: str = "adam", kernel_gradient: str = "convolution"):
     """g_align = β_align · (θ − θ̃) after one inner optimiser step per teacher, in random order.
 
     Args:
@@ -100,6 +104,8 @@ def alignment_gradient(meta_learner: MetaLearner, teachers: Sequence[TeacherGrou
       key: decides the visiting order and the augmentation draws.
       inner_optimizer: "adam" (the released code's, default) or "sgd" (the setting of the
         expansion above).
+      kernel_gradient: the convolutions' kernel-gradient form on the CPU
+        (``free_jax.models.conv.kernel_gradient``); "convolution" since the steps are unrolled.
     Returns:
       (g_align pytree like θ, {"kd_loss": mean distillation loss over the T steps}).
     """
@@ -113,13 +119,14 @@ def alignment_gradient(meta_learner: MetaLearner, teachers: Sequence[TeacherGrou
     params = meta_learner.params
     opt_state = optimizer.init(params)
     losses = []
-    for position in range(int(group_index.shape[0])):  # sequential by design
-        step_key = jax.random.fold_in(aug_key, position)
-        loss, grads = jax.lax.switch(group_index[position], branches, params, local_index[position],
-                                     row_index[position], step_key)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        losses.append(loss)
+    with conv_kernel_gradient(kernel_gradient):
+        for position in range(int(group_index.shape[0])):  # sequential by design
+            step_key = jax.random.fold_in(aug_key, position)
+            loss, grads = jax.lax.switch(group_index[position], branches, params, local_index[position],
+                                         row_index[position], step_key)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+            losses.append(loss)
     gradient = jax.tree_util.tree_map(lambda before, after: beta_align * (before - after),
                                       meta_learner.params, params)
     return gradient, {"kd_loss": jnp.mean(jnp.stack(losses))}
