@@ -30,8 +30,8 @@ ENV_VAR = "FREE_JAX_RELEASE_MEMORY"
 # (jax._src.dispatch.BACKEND_COMPILE_EVENT), in the thread that will then run the program.
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
-_installed: dict[str, float] = {}
-releases = {"count": 0}
+_installed: dict[str, float] = {}     # {"min_seconds": threshold} once the listener is registered
+releases = {"count": 0}               # how often freed memory was released (the free benchmark reports it)
 
 
 @lru_cache(maxsize=1)
