@@ -48,15 +48,6 @@ def _malloc_trim():
     return trim
 
 
-def resident_bytes() -> int | None:
-    """The process's resident set size now (Linux ``/proc``), or None where it cannot be read."""
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def release_freed_memory() -> bool:
     """Gives the pages of memory this process has freed back to the operating system
     (``malloc_trim(0)``). Returns False where the C library cannot (nothing is done)."""
