@@ -132,6 +132,55 @@ def test_loop_friendly_conv_matches_lax_to_second_order_in_float64(size, kernel,
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("form", ["windows", "convolution"])
+@pytest.mark.parametrize("height, width", [(4, 4), (3, 5)])
+def test_upsampled_conv_equals_conv_of_the_upsampled_input_to_second_order_in_float64(height, width, form):
+    """UpsampleConv's phase-kernel form has the values and first and second derivatives (input and
+    kernel; float64, jitted) of a 3×3 padding-1 convolution of the ×2 nearest-upsampled input,
+    square and not, with either form of kernel gradient."""
+    from jax import lax
+
+    from free_jax.models.conv import kernel_gradient, upsampled_conv_general_dilated
+
+    def upsample_then_conv(x, w):
+        upsampled = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+        return lax.conv_general_dilated(upsampled, w, (1, 1), ((1, 1), (1, 1)),
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    def phase_kernels(x, w):
+        return upsampled_conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
+                                              dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    with jax.enable_x64(True), kernel_gradient(form):
+        keys = jax.random.split(jax.random.key(1), 2)
+        x = jax.random.normal(keys[0], (2, height, width, 3), jnp.float64)
+        w = jax.random.normal(keys[1], (3, 3, 3, 4), jnp.float64)
+
+        def derivatives(conv):
+            objective = lambda x, w: jnp.sum(jnp.sin(conv(x, w)))
+            grads = jax.grad(objective, (0, 1))
+            second = jax.grad(lambda x, w: sum(jnp.sum(jnp.cos(d)) for d in grads(x, w)), (0, 1))
+            return jax.jit(lambda x, w: (conv(x, w), grads(x, w), second(x, w)))(x, w)
+
+        ours, reference = derivatives(phase_kernels), derivatives(upsample_then_conv)
+        assert ours[0].shape == (2, 2 * height, 2 * width, 4)
+        for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(reference)):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_upsample_conv_is_a_flax_conv_with_its_parameters_and_refuses_other_convolutions():
+    """UpsampleConv keeps nn.Conv's parameter names and shapes (checkpoints of the generator
+    still load) and names the fix for a convolution it does not compute."""
+    from free_jax.models.conv import Conv, UpsampleConv
+
+    x = jnp.ones((1, 4, 4, 2))
+    ours = UpsampleConv(5, (3, 3), padding=1).init(jax.random.key(0), x)
+    plain = Conv(5, (3, 3), padding=1).init(jax.random.key(0), x)
+    assert jax.tree.map(jnp.shape, ours) == jax.tree.map(jnp.shape, plain)
+    with pytest.raises(ValueError, match=r"3×3, stride-1, padding-1 .* Use Conv on upsample"):
+        UpsampleConv(5, (3, 3), strides=2, padding=1).init(jax.random.key(0), x)
+
+
 def test_kernel_gradient_form_decides_how_the_gradient_is_written():
     """"windows" writes the kernel gradient as products of input windows (dot_general), and
     "convolution" as JAX's convolution rule (no dot_general); the form is set when the

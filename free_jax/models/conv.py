@@ -163,3 +163,59 @@ def _kernel_grad_nhwc(lhs, g, kwargs, kernel_shape):
 
 Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
 Conv.__doc__ = """``flax.linen.Conv`` with the loop-friendly gradient (same parameters and names, ``Conv_<i>``)."""
+
+# Which input rows (columns) the 3×3 kernel's taps read, per output phase, after a ×2 nearest upsampling:
+# _PHASE_TAPS[r, a, h] = 1 when kernel row h of an output row of parity r reads low-resolution tap a.
+_PHASE_TAPS = ((((1, 0, 0), (0, 1, 1)), ((1, 1, 0), (0, 0, 1))))
+
+
+def upsampled_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                                   dimension_numbers=None, feature_group_count=1, batch_group_count=1,
+                                   precision=None, preferred_element_type=None):
+    """conv(upsample_nearest_2x(lhs), rhs), 3×3, stride 1, padding 1, NHWC, computed on ``lhs`` itself.
+
+    After a ×2 nearest upsampling u[2i + r] = x[i] (per axis), an output row of parity r reads
+    only two distinct input rows: r = 0 reads x[i - 1] with kernel row 0 and x[i] with rows 1 + 2;
+    r = 1 reads x[i] with rows 0 + 1 and x[i + 1] with row 2 (zero padding of u is zero padding
+    of x). So with K_rs[a, b] = Σ_{h, w} T[r, a, h] · T[s, b, w] · W[h, w] (T = ``_PHASE_TAPS``),
+
+        y[2i + r, 2j + s] = Σ_{a, b ∈ {0, 1}} K_rs[a, b] · x̄[i + r + a, j + s + b]     (x̄: x padded by 1),
+
+    one VALID 2×2 convolution of x̄ with the four phases' kernels side by side as 4·O output
+    channels, then the phases interleaved. The same sums in 4/9 of the multiply-adds (plus the
+    (H+1)²/H² border the stacked form computes and drops); gradients reach W through K's linear
+    map. Pass it to Flax as ``UpsampleConv`` (an ``nn.Conv``: same parameters and names).
+
+    The phase kernels' gradient always takes the "windows" form, whatever ``kernel_gradient``
+    says around it: on the CPU it is faster for these kernels (2×2, 4·O outputs) than JAX's rule,
+    and it is loop-friendly (BENCHMARKS.md, "The generator's upsampling convolutions").
+    """
+    dims = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+    pads = padding if isinstance(padding, str) else tuple(tuple(int(p) for p in pair) for pair in padding)
+    supported = (lhs.ndim == 4 and rhs.shape[:2] == (3, 3) and tuple(window_strides) == (1, 1)
+                 and pads in ("SAME", ((1, 1), (1, 1)))
+                 and dims == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
+                 and feature_group_count == 1 and batch_group_count == 1
+                 and all(d is None or set(d) == {1} for d in (lhs_dilation, rhs_dilation)))
+    if not supported:
+        raise ValueError("upsampled_conv_general_dilated computes a 3×3, stride-1, padding-1 NHWC convolution "
+                         f"of a ×2 upsampled input; got kernel {rhs.shape}, strides {tuple(window_strides)}, "
+                         f"padding {padding}, dimension numbers {dimension_numbers}. Use Conv on "
+                         "upsample_nearest_2x(x) for other convolutions.")
+    batch, height, width, _ = lhs.shape
+    out = rhs.shape[3]
+    taps = jnp.asarray(_PHASE_TAPS, rhs.dtype)
+    phase_kernels = jnp.einsum("rah,sbw,hwio->abirso", taps, taps, rhs).reshape(2, 2, rhs.shape[2], 4 * out)
+    padded = jnp.pad(lhs, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    with kernel_gradient("windows"):
+        stacked = conv_general_dilated(padded, phase_kernels, (1, 1), ((0, 0), (0, 0)), dimension_numbers=_NHWC,
+                                       precision=precision, preferred_element_type=preferred_element_type)
+    stacked = stacked.reshape(batch, height + 1, width + 1, 2, 2, out)
+    rows = [jnp.stack([stacked[:, r: r + height, s: s + width, r, s, :] for s in (0, 1)], axis=3) for r in (0, 1)]
+    return jnp.stack(rows, axis=2).reshape(batch, 2 * height, 2 * width, out)
+
+
+UpsampleConv = functools.partial(nn.Conv, conv_general_dilated=upsampled_conv_general_dilated)
+UpsampleConv.__doc__ = """``Conv`` of the ×2 nearest-upsampled input (``upsampled_conv_general_dilated``):
+``UpsampleConv(f, (3, 3), padding=1)(x)`` = ``Conv(f, (3, 3), padding=1)(upsample_nearest_2x(x))``, same
+parameters and names (``Conv_<i>``)."""

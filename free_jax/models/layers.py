@@ -1,4 +1,4 @@
-"""Small shared layers: pooling and upsampling written for fast, exactly differentiable XLA code."""
+"""Small shared layers: pooling written for fast, exactly differentiable XLA code."""
 import jax.numpy as jnp
 
 
@@ -24,10 +24,3 @@ def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
     rows_even = jnp.maximum(x[:, 0::2, 0::2, :], x[:, 0::2, 1::2, :])
     rows_odd = jnp.maximum(x[:, 1::2, 0::2, :], x[:, 1::2, 1::2, :])
     return jnp.maximum(rows_even, rows_odd)
-
-
-def upsample_nearest_2x(x: jnp.ndarray) -> jnp.ndarray:
-    """×2 nearest-neighbour upsampling of NHWC input (PyTorch ``nn.Upsample(scale_factor=2)``)."""
-    b, h, w, c = x.shape
-    x = jnp.broadcast_to(x[:, :, None, :, None, :], (b, h, 2, w, 2, c))
-    return x.reshape(b, 2 * h, 2 * w, c)
