@@ -35,12 +35,16 @@ class InversionConfig:
         2807 MiB for 8). The default 4 leaves the default draw of 4 as it was (fastest) and bounds
         larger draws (8 teachers: 1484 MiB). Fewer trade speed for memory: 2 needed 756 MiB and
         1 needed 412 MiB for 4 teachers, at about 5 % and 14 % more time per recovery on 2 cores
-        (BENCHMARKS.md, "Memory"). The math does not depend on it (a float64 parity test); in
+        (BENCHMARKS.md, "Memory"); with the generator's phase-kernel convolutions the recovery
+        program alone peaked at 2.55, 1.98 and 1.6 GB of RSS for 4, 2 and 1, 1 at about 10 % more
+        time ("The generator's upsampling convolutions"). The math does not depend on it (a float64 parity test); in
         float32 the program's fusions, and so its rounding, change for the teachers that wait.
       scan_steps: run the k inner steps as ``lax.scan`` instead of unrolled Python (unrolled
         measured faster on XLA:CPU, see ``free_jax.inversion.five``).
-      kernel_gradient: how the generator's and teachers' convolutions take their kernel gradient
-        on the CPU in FIVE (``free_jax.models.conv``): "convolution" (JAX's rule: a third of the
+      kernel_gradient: how the generator's last convolution and the teachers' convolutions take
+        their kernel gradient on the CPU in FIVE (``free_jax.models.conv``; the generator's
+        upsampling convolutions always take "windows", faster for their phase kernels):
+        "convolution" (JAX's rule: a third of the
         recovery program's memory and faster, but ~100× slower inside loop bodies), "windows"
         (fast inside loop bodies), or "auto" (the default): "convolution" where FIVE's program has
         no loop (teachers mapped by "loop", the k steps unrolled), else "windows".
@@ -98,8 +102,10 @@ class InversionConfig:
         "auto": JAX's convolution rule ("convolution") where the program has no loop — the
         teachers mapped by "loop" (a Python loop) and the k steps unrolled, the CPU default —
         since there it is faster and needs a third of the memory (recovery at CIFAR-FS size:
-        18.8 s and 1.33 GB of temporaries against 23.2 s and 4.17 GB; BENCHMARKS.md); the
-        loop-friendly "windows" form otherwise (``lax.map`` over teachers, scanned steps)."""
+        18.8 s and 1.33 GB of temporaries against 23.2 s and 4.17 GB before the generator's
+        phase-kernel convolutions; with them, 10.3-10.5 s and a 2.6 GB peak against 13.2-13.7 s
+        and 3.4 GB for "windows" everywhere; BENCHMARKS.md); the loop-friendly "windows" form
+        otherwise (``lax.map`` over teachers, scanned steps)."""
         if self.kernel_gradient != "auto":
             return self.kernel_gradient
         unrolled = resolve(self.strategy) == "loop" and not self.scan_steps
