@@ -32,6 +32,10 @@ of the FIVE recovery program are about 3× those with JAX's convolution-based ru
 "Where the free suite's memory goes"). Programs without loops can take JAX's rule instead:
 convolutions traced inside ``with kernel_gradient("convolution"):`` do (each form's values are
 the same sums; the form is fixed when the convolution is traced).
+
+``UpsampleConv`` (the generator's): a 3×3 convolution of a ×2 nearest-upsampled input, computed on
+the small input with four 2×2 phase kernels (``upsampled_conv_general_dilated``), 4/9 of the
+multiply-adds for the same sums.
 """
 from __future__ import annotations
 
