@@ -177,7 +177,7 @@ def test_upsample_conv_is_a_flax_conv_with_its_parameters_and_refuses_other_conv
     ours = UpsampleConv(5, (3, 3), padding=1).init(jax.random.key(0), x)
     plain = Conv(5, (3, 3), padding=1).init(jax.random.key(0), x)
     assert jax.tree.map(jnp.shape, ours) == jax.tree.map(jnp.shape, plain)
-    with pytest.raises(ValueError, match=r"3×3, stride-1, padding-1 .* Use Conv on upsample"):
+    with pytest.raises(ValueError, match=r"3×3, stride-1, padding-1 .* upsample explicitly .* and use Conv"):
         UpsampleConv(5, (3, 3), strides=2, padding=1).init(jax.random.key(0), x)
 
 

@@ -176,7 +176,8 @@ _PHASE_TAPS = ((((1, 0, 0), (0, 1, 1)), ((1, 1, 0), (0, 0, 1))))
 def upsampled_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                                    dimension_numbers=None, feature_group_count=1, batch_group_count=1,
                                    precision=None, preferred_element_type=None):
-    """conv(upsample_nearest_2x(lhs), rhs), 3×3, stride 1, padding 1, NHWC, computed on ``lhs`` itself.
+    """conv(u, rhs) of u, ``lhs`` ×2 nearest-upsampled (PyTorch's ``nn.Upsample(scale_factor=2)``),
+    3×3, stride 1, padding 1, NHWC, computed on ``lhs`` itself.
 
     After a ×2 nearest upsampling u[2i + r] = x[i] (per axis), an output row of parity r reads
     only two distinct input rows: r = 0 reads x[i - 1] with kernel row 0 and x[i] with rows 1 + 2;
@@ -204,8 +205,8 @@ def upsampled_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilati
     if not supported:
         raise ValueError("upsampled_conv_general_dilated computes a 3×3, stride-1, padding-1 NHWC convolution "
                          f"of a ×2 upsampled input; got kernel {rhs.shape}, strides {tuple(window_strides)}, "
-                         f"padding {padding}, dimension numbers {dimension_numbers}. Use Conv on "
-                         "upsample_nearest_2x(x) for other convolutions.")
+                         f"padding {padding}, dimension numbers {dimension_numbers}. For other convolutions, "
+                         "upsample explicitly (jnp.repeat along both spatial axes) and use Conv.")
     batch, height, width, _ = lhs.shape
     out = rhs.shape[3]
     taps = jnp.asarray(_PHASE_TAPS, rhs.dtype)
@@ -221,5 +222,5 @@ def upsampled_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilati
 
 UpsampleConv = functools.partial(nn.Conv, conv_general_dilated=upsampled_conv_general_dilated)
 UpsampleConv.__doc__ = """``Conv`` of the ×2 nearest-upsampled input (``upsampled_conv_general_dilated``):
-``UpsampleConv(f, (3, 3), padding=1)(x)`` = ``Conv(f, (3, 3), padding=1)(upsample_nearest_2x(x))``, same
-parameters and names (``Conv_<i>``)."""
+``UpsampleConv(f, (3, 3), padding=1)(x)`` = ``Conv(f, (3, 3), padding=1)(u)`` with u = x ×2 nearest-upsampled
+(``jnp.repeat`` by 2 along both spatial axes); same parameters and names (``Conv_<i>``)."""

@@ -32,7 +32,7 @@ class Generator(nn.Module):
         x = nn.Dense(2 * self.ngf * init_size * init_size)(z)
         x = x.reshape(z.shape[0], init_size, init_size, 2 * self.ngf)
         x = BatchNorm()(x, "batch")
-        x = UpsampleConv(2 * self.ngf, (3, 3), padding=1, use_bias=False)(x)  # = Conv(upsample_nearest_2x(x))
+        x = UpsampleConv(2 * self.ngf, (3, 3), padding=1, use_bias=False)(x)  # = Conv of x ×2 upsampled
         x = nn.leaky_relu(BatchNorm()(x, "batch"), 0.2)
         x = UpsampleConv(self.ngf, (3, 3), padding=1, use_bias=False)(x)
         x = nn.leaky_relu(BatchNorm()(x, "batch"), 0.2)
