@@ -84,18 +84,23 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     """
     dims = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
     strides = tuple(int(s) for s in window_strides)
-    if isinstance(padding, str):
-        spatial_in = [lhs.shape[d] for d in dims.lhs_spec[2:]]
-        window = [rhs.shape[d] for d in dims.rhs_spec[2:]]
-        padding = lax.padtype_to_pads(spatial_in, window, strides, padding)
     static = (("window_strides", strides),
-              ("padding", tuple((int(lo), int(hi)) for lo, hi in padding)),
+              ("padding", _explicit_padding(lhs, rhs, dims, strides, padding)),
               ("lhs_dilation", None if lhs_dilation is None else tuple(int(d) for d in lhs_dilation)),
               ("rhs_dilation", None if rhs_dilation is None else tuple(int(d) for d in rhs_dilation)),
               ("dimension_numbers", dims), ("feature_group_count", int(feature_group_count)),
               ("batch_group_count", int(batch_group_count)), ("precision", precision),
               ("preferred_element_type", preferred_element_type))
     return _conv(static, _FORM.get(), lhs, rhs)
+
+
+def _explicit_padding(lhs, rhs, dims, strides, padding) -> tuple[tuple[int, int], ...]:
+    """``padding`` as ((lo, hi), ...) per spatial axis; a string ("SAME", "VALID") resolved for these shapes."""
+    if isinstance(padding, str):
+        spatial_in = [lhs.shape[d] for d in dims.lhs_spec[2:]]
+        window = [rhs.shape[d] for d in dims.rhs_spec[2:]]
+        padding = lax.padtype_to_pads(spatial_in, window, strides, padding)
+    return tuple((int(lo), int(hi)) for lo, hi in padding)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
@@ -170,7 +175,7 @@ Conv.__doc__ = """``flax.linen.Conv`` with the loop-friendly gradient (same para
 
 # Which input rows (columns) the 3×3 kernel's taps read, per output phase, after a ×2 nearest upsampling:
 # _PHASE_TAPS[r, a, h] = 1 when kernel row h of an output row of parity r reads low-resolution tap a.
-_PHASE_TAPS = ((((1, 0, 0), (0, 1, 1)), ((1, 1, 0), (0, 0, 1))))
+_PHASE_TAPS = (((1, 0, 0), (0, 1, 1)), ((1, 1, 0), (0, 0, 1)))
 
 
 def upsampled_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
@@ -196,15 +201,14 @@ def upsampled_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilati
     and it is loop-friendly (BENCHMARKS.md, "The generator's upsampling convolutions").
     """
     dims = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
-    pads = padding if isinstance(padding, str) else tuple(tuple(int(p) for p in pair) for pair in padding)
-    supported = (lhs.ndim == 4 and rhs.shape[:2] == (3, 3) and tuple(window_strides) == (1, 1)
-                 and pads in ("SAME", ((1, 1), (1, 1)))
-                 and dims == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
-                 and feature_group_count == 1 and batch_group_count == 1
-                 and all(d is None or set(d) == {1} for d in (lhs_dilation, rhs_dilation)))
+    strides = tuple(int(s) for s in window_strides)
+    layout = dict(dimension_numbers=dims, feature_group_count=feature_group_count,
+                  batch_group_count=batch_group_count, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation)
+    supported = (_is_plain_nhwc(lhs, rhs, layout) and rhs.shape[:2] == (3, 3) and strides == (1, 1)
+                 and _explicit_padding(lhs, rhs, dims, strides, padding) == ((1, 1), (1, 1)))
     if not supported:
         raise ValueError("upsampled_conv_general_dilated computes a 3×3, stride-1, padding-1 NHWC convolution "
-                         f"of a ×2 upsampled input; got kernel {rhs.shape}, strides {tuple(window_strides)}, "
+                         f"of a ×2 upsampled input; got kernel {rhs.shape}, strides {strides}, "
                          f"padding {padding}, dimension numbers {dimension_numbers}. For other convolutions, "
                          "upsample explicitly (jnp.repeat along both spatial axes) and use Conv.")
     batch, height, width, _ = lhs.shape
