@@ -101,22 +101,26 @@ def test_generator_range_and_shape():
 
 
 @pytest.mark.parametrize("form", ["windows", "convolution"])
-@pytest.mark.parametrize("size, kernel, stride, padding", [
-    (9, 3, 1, ((1, 1), (1, 1))), (8, 3, 1, "SAME"), (8, 3, 1, ((0, 0), (0, 0))),
-    (10, 3, 2, ((1, 1), (1, 1))), (9, 3, 2, ((1, 1), (1, 1))), (8, 1, 2, ((0, 0), (0, 0))),
+@pytest.mark.parametrize("size, kernel, stride, padding, channels", [
+    (9, 3, 1, ((1, 1), (1, 1)), (3, 4)), (8, 3, 1, "SAME", (3, 4)), (8, 3, 1, ((0, 0), (0, 0)), (3, 4)),
+    (10, 3, 2, ((1, 1), (1, 1)), (3, 4)), (9, 3, 2, ((1, 1), (1, 1)), (3, 4)), (8, 1, 2, ((0, 0), (0, 0)), (3, 4)),
+    # fewer outputs than inputs at stride 1: the kernel gradient shifts the cotangent, not the input
+    ((9, 7), 3, 1, ((1, 1), (1, 1)), (5, 2)), ((6, 8), 3, 1, ((2, 0), (0, 1)), (4, 3)),
 ])
-def test_loop_friendly_conv_matches_lax_to_second_order_in_float64(size, kernel, stride, padding, form):
+def test_loop_friendly_conv_matches_lax_to_second_order_in_float64(size, kernel, stride, padding, channels, form):
     """free_jax.models.conv has JAX's convolution values and first and second derivatives
-    (float64, jitted), for strides 1 and 2, SAME/explicit/no padding and 1×1 kernels, with either
-    form of kernel gradient."""
+    (float64, jitted), for strides 1 and 2, SAME/explicit/no/uneven padding, 1×1 kernels, square
+    and non-square inputs, more or fewer outputs than inputs, with either form of kernel gradient."""
     from jax import lax
 
     from free_jax.models.conv import conv_general_dilated, kernel_gradient
 
+    height, width = (size, size) if isinstance(size, int) else size
+    channels_in, channels_out = channels
     with jax.enable_x64(True), kernel_gradient(form):
         keys = jax.random.split(jax.random.key(0), 2)
-        x = jax.random.normal(keys[0], (2, size, size, 3), jnp.float64)
-        w = jax.random.normal(keys[1], (kernel, kernel, 3, 4), jnp.float64)
+        x = jax.random.normal(keys[0], (2, height, width, channels_in), jnp.float64)
+        w = jax.random.normal(keys[1], (kernel, kernel, channels_in, channels_out), jnp.float64)
 
         def objective(conv):
             return lambda x, w: jnp.sum(jnp.sin(conv(x, w, (stride, stride), padding,

@@ -159,14 +159,26 @@ def _is_plain_nhwc(lhs, rhs, kwargs) -> bool:
 
 
 def _kernel_grad_nhwc(lhs, g, kwargs, kernel_shape):
-    """dW (module docstring) by im2col: the K_h·K_w strided windows of the padded input stacked,
-    then one contraction over (b, y, x) with g: (K_h, K_w, I, O)."""
+    """dW (module docstring) by im2col: one contraction over (b, y, x) of the K_h·K_w windows of one
+    side with the other side: (K_h, K_w, I, O).
+
+    Windows of the padded input x̃ (I channels) in general; for stride 1 with fewer outputs than
+    inputs (O < I), shifted copies of the cotangent g instead (O channels, so K_h·K_w·O values per
+    position rather than K_h·K_w·I): with m = (y + h, x + w) on x̃'s grid,
+      dW[h, w, i, o] = Σ_{b, m} x̃[b, m, i] · g̃_{h,w}[b, m, o],   g̃_{h,w} = g zero-padded by (h, K_h − 1 − h)
+    rows and (w, K_w − 1 − w) columns (the generator's last convolution, 64 → 3 channels, reads its
+    64-channel input once instead of nine times)."""
     k_h, k_w = kernel_shape
     (s_h, s_w), (_, out_h, out_w, _) = kwargs["window_strides"], g.shape
     padded = jnp.pad(lhs, ((0, 0), *kwargs["padding"], (0, 0)))
-    windows = jnp.stack([padded[:, i: i + s_h * (out_h - 1) + 1: s_h, j: j + s_w * (out_w - 1) + 1: s_w, :]
-                         for i in range(k_h) for j in range(k_w)], axis=3)                  # (B, Y, X, K_h·K_w, I)
-    grad = jnp.einsum("byxki,byxo->kio", windows, g, precision=kwargs["precision"])
+    if (s_h, s_w) == (1, 1) and g.shape[-1] < lhs.shape[-1]:
+        shifted = jnp.stack([jnp.pad(g, ((0, 0), (i, k_h - 1 - i), (j, k_w - 1 - j), (0, 0)))
+                             for i in range(k_h) for j in range(k_w)], axis=3)              # (B, Y', X', K_h·K_w, O)
+        grad = jnp.einsum("byxi,byxko->kio", padded, shifted, precision=kwargs["precision"])
+    else:
+        windows = jnp.stack([padded[:, i: i + s_h * (out_h - 1) + 1: s_h, j: j + s_w * (out_w - 1) + 1: s_w, :]
+                             for i in range(k_h) for j in range(k_w)], axis=3)              # (B, Y, X, K_h·K_w, I)
+        grad = jnp.einsum("byxki,byxo->kio", windows, g, precision=kwargs["precision"])
     return grad.reshape(k_h, k_w, *grad.shape[1:])
 
 
