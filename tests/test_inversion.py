@@ -209,6 +209,18 @@ def test_invert_vmap_equals_loop_over_teachers():
     np.testing.assert_allclose(delta[big], -CONFIG.meta_lr * np.sign(kernel_grad[big]), rtol=1e-2)
 
 
+def test_auto_maps_teachers_with_lax_map_on_cpu_when_steps_are_scanned():
+    """On the CPU, "auto" maps FIVE's teachers with ``lax.map`` when the k steps are scanned (the
+    default: one teacher's loop compiled once) and with the Python loop when they are unrolled;
+    an explicit strategy is kept."""
+    assert jax.default_backend() == "cpu"
+    assert InversionConfig().scan_steps
+    assert dataclasses.replace(CONFIG, strategy="auto", scan_steps=True).teacher_strategy() == "lax_map"
+    assert dataclasses.replace(CONFIG, strategy="auto", scan_steps=False).teacher_strategy() == "loop"
+    assert dataclasses.replace(CONFIG, strategy="loop", scan_steps=True).teacher_strategy() == "loop"
+    assert dataclasses.replace(CONFIG, strategy="auto", scan_steps=False).kernel_gradient_form() == "convolution"
+    assert InversionConfig().kernel_gradient_form() == "windows"
+
 def test_kernel_gradient_setting_changes_the_program_not_the_numbers():
     """``InversionConfig.kernel_gradient="convolution"`` (JAX's convolution rule in FIVE's
     unrolled program) recovers what the loop-friendly "windows" form does, up to float32

@@ -39,8 +39,11 @@ class InversionConfig:
         program alone peaked at 2.55, 1.98 and 1.6 GB of RSS for 4, 2 and 1, 1 at about 10 % more
         time ("The generator's upsampling convolutions"). The math does not depend on it (a float64 parity test); in
         float32 the program's fusions, and so its rounding, change for the teachers that wait.
-      scan_steps: run the k inner steps as ``lax.scan`` instead of unrolled Python (unrolled
-        measured faster on XLA:CPU, see ``free_jax.inversion.five``).
+      scan_steps: run the k inner steps as ``lax.scan`` (the default) instead of unrolled Python.
+        Scanned, "auto" maps the teachers with ``lax.map`` on the CPU (``teacher_strategy``) and
+        the convolutions take the loop-friendly kernel gradient: at CIFAR-FS size the free suite's
+        recovery compiled in 7-9 s instead of 33 s, in the same time per recovery, and the suite
+        peaked at 1.43 GB instead of 2.8 GB (BENCHMARKS.md, "FIVE's inner loop").
       kernel_gradient: how the generator's last convolution and the teachers' convolutions take
         their kernel gradient on the CPU in FIVE (``free_jax.models.conv``; the generator's
         upsampling convolutions always take "windows", faster for their phase kernels):
@@ -73,7 +76,7 @@ class InversionConfig:
     meta_lr: float = 1e-3
     strategy: str = "auto"
     teachers_in_flight: int = 4
-    scan_steps: bool = False
+    scan_steps: bool = True
     kernel_gradient: str = "auto"
     crop_padding: int = 4
     flip: bool = True
@@ -108,8 +111,19 @@ class InversionConfig:
         otherwise (``lax.map`` over teachers, scanned steps)."""
         if self.kernel_gradient != "auto":
             return self.kernel_gradient
-        unrolled = resolve(self.strategy) == "loop" and not self.scan_steps
+        unrolled = self.teacher_strategy() == "loop" and not self.scan_steps
         return "convolution" if unrolled else "windows"
+
+    def teacher_strategy(self) -> str:
+        """How FIVE maps the teachers of a group (``strategy`` resolved, ``free_jax.vectorize``).
+
+        "auto" is vmap on accelerators. On the CPU it is ``lax.map`` when the k steps are scanned
+        (the default): one teacher's loop compiled once, the teachers one after another; else the
+        Python loop, whose unrolled teachers XLA:CPU interleaves. At CIFAR-FS size the first
+        compiled the recovery program in 8 s instead of 33-36 s, held about 100 instead of 450-480 MiB
+        of executable and 396 instead of 1459 MiB of temporaries, in the same time per recovery
+        (BENCHMARKS.md, "FIVE's inner loop")."""
+        return resolve(self.strategy, cpu="lax_map" if self.scan_steps else "loop")
 
     @property
     def batch_size(self) -> int:

@@ -17,8 +17,10 @@ Meta-update (``meta_update_generator``), a *persistent* Adam (lr 1e-3, betas (0.
   Reptile: g_φ = Σ_t (φ − φ_t)
   φ ← φ − Adam(g_φ).
 
-Inner loop form: the k steps are unrolled (``InversionConfig.scan_steps=False``); a ``lax.scan``
-over them was far slower on XLA:CPU at full size (BENCHMARKS.md, "Design measurements").
+Inner loop form: the k steps run as a ``lax.scan`` (``InversionConfig.scan_steps=True``, the
+default; ``False`` unrolls them), and on the CPU the teachers are mapped with ``lax.map``
+(``InversionConfig.teacher_strategy``): one compiled step instead of T·k copies (BENCHMARKS.md,
+"FIVE's inner loop").
 """
 from __future__ import annotations
 
@@ -249,7 +251,7 @@ def adapt_generator(gen_params, group: TeacherGroup, z: jnp.ndarray, targets: jn
             gen_params, variables, mean, std, codes, teacher_key, targets=targets,
             module=group.module, image_shape=tuple(group.image_shape), config=config,
             meta_learner=meta_learner, k=k, adversarial_on=adversarial_on)
-        phi, images, confidence, meta_grads, parts = map_leading(fn, *stacked, strategy=config.strategy,
+        phi, images, confidence, meta_grads, parts = map_leading(fn, *stacked, strategy=config.teacher_strategy(),
                                                                  in_flight=config.teachers_in_flight)
         return (phi, images, confidence, parts), masked_sum(meta_grads, mask)
 
@@ -353,7 +355,7 @@ def _invert_slots(gen_params, slots: TeacherSlots, meta_learner: MetaLearner | N
 
         group_of, local_of, codes, keys = local_slots
         images, confidence, labels, meta_grads, parts = map_slots(branch_of, stacks, group_of, local_of,
-                                                                  (codes, keys), config.strategy,
+                                                                  (codes, keys), config.teacher_strategy(),
                                                                   in_flight=config.teachers_in_flight)
         return (images, confidence, labels, parts), masked_sum(meta_grads, mask)
 
