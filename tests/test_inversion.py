@@ -221,6 +221,7 @@ def test_auto_maps_teachers_with_lax_map_on_cpu_when_steps_are_scanned():
     assert dataclasses.replace(CONFIG, strategy="auto", scan_steps=False).kernel_gradient_form() == "convolution"
     assert InversionConfig().kernel_gradient_form() == "windows"
 
+
 def test_kernel_gradient_setting_changes_the_program_not_the_numbers():
     """``InversionConfig.kernel_gradient="convolution"`` (JAX's convolution rule in FIVE's
     unrolled program) recovers what the loop-friendly "windows" form does, up to float32

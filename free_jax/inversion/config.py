@@ -27,9 +27,10 @@ class InversionConfig:
       meta_update: "fomaml" (g = Σ_t ∇_φ L_inv at the adapted φ_t) or "reptile"
         (g = Σ_t (φ − φ_t)).
       meta_lr: the persistent outer Adam on φ (betas ``betas``).
-      strategy: how teachers of one group are mapped (``free_jax.vectorize``).
-      teachers_in_flight: with strategy "loop" (the CPU default), at most this many teachers'
-        adaptations run at once in the recovery program (0 = no limit). Unlimited, XLA:CPU
+      strategy: how teachers of one group are mapped (``free_jax.vectorize``; "auto" as
+        ``teacher_strategy`` resolves it).
+      teachers_in_flight: with strategy "loop" (on the CPU "auto" with ``scan_steps=False``), at
+        most this many teachers' adaptations run at once in the recovery program (0 = no limit). Unlimited, XLA:CPU
         interleaves every teacher of the draw and keeps all their activations alive together, so
         the program's temporaries grow with the draw (CIFAR-FS size: 1418 MiB for 4 teachers,
         2807 MiB for 8). The default 4 leaves the default draw of 4 as it was (fastest) and bounds
@@ -39,6 +40,8 @@ class InversionConfig:
         program alone peaked at 2.55, 1.98 and 1.6 GB of RSS for 4, 2 and 1, 1 at about 10 % more
         time ("The generator's upsampling convolutions"). The math does not depend on it (a float64 parity test); in
         float32 the program's fusions, and so its rounding, change for the teachers that wait.
+        The figures are for unrolled steps; the CPU default (scanned steps, ``lax.map`` over the
+        teachers) runs one teacher at a time and does not read this setting.
       scan_steps: run the k inner steps as ``lax.scan`` (the default) instead of unrolled Python.
         Scanned, "auto" maps the teachers with ``lax.map`` on the CPU (``teacher_strategy``) and
         the convolutions take the loop-friendly kernel gradient: at CIFAR-FS size the free suite's
