@@ -45,7 +45,7 @@ class InversionConfig:
       scan_steps: run the k inner steps as ``lax.scan`` (the default) instead of unrolled Python.
         Scanned, "auto" maps the teachers with ``lax.map`` on the CPU (``teacher_strategy``) and
         the convolutions take the loop-friendly kernel gradient: at CIFAR-FS size the free suite's
-        recovery compiled in 7-9 s instead of 33 s, in the same time per recovery, and the suite
+        recovery compiled in 7.1-9.4 s instead of 32.6-33.7 s, in the same time per recovery, and the suite
         peaked at 1.43 GB instead of 2.8 GB (BENCHMARKS.md, "FIVE's inner loop").
       kernel_gradient: how the generator's last convolution and the teachers' convolutions take
         their kernel gradient on the CPU in FIVE (``free_jax.models.conv``; the generator's
