@@ -106,12 +106,12 @@ class InversionConfig:
         """The convolutions' kernel-gradient form in FIVE (``kernel_gradient``, resolved).
 
         "auto": JAX's convolution rule ("convolution") where the program has no loop — the
-        teachers mapped by "loop" (a Python loop) and the k steps unrolled, the CPU default —
+        teachers mapped by "loop" (a Python loop) and the k steps unrolled (``scan_steps=False``) —
         since there it is faster and needs a third of the memory (recovery at CIFAR-FS size:
         18.8 s and 1.33 GB of temporaries against 23.2 s and 4.17 GB before the generator's
         phase-kernel convolutions; with them, 10.3-10.5 s and a 2.6 GB peak against 13.2-13.7 s
         and 3.4 GB for "windows" everywhere; BENCHMARKS.md); the loop-friendly "windows" form
-        otherwise (``lax.map`` over teachers, scanned steps)."""
+        otherwise (scanned steps, the default, or ``lax.map`` over teachers)."""
         if self.kernel_gradient != "auto":
             return self.kernel_gradient
         unrolled = self.teacher_strategy() == "loop" and not self.scan_steps
