@@ -111,8 +111,11 @@ def test_replay_meta_gradient_equal_under_every_strategy_eager_and_jitted(first_
         jitted = jax.jit(meta_gradient, static_argnums=2)(learner.params, tasks, strategy)
         assert_close(jitted[0], reference, f"jitted {strategy} meta-gradient")
         assert_close(jitted[1]["loss"], reference_metrics["loss"], f"jitted {strategy} loss")
-    # Eager vmap (batched op by op) too; eager lax_map is a compiled scan, covered above.
-    assert_close(eager(meta_gradient, learner.params, tasks, "vmap")[0], reference, "eager vmap meta-gradient")
+    # Eager vmap (batched op by op) too, first order only: JAX's batching rules without XLA (eager
+    # lax_map is a compiled scan, covered above). The second-order case's vmap is checked jitted, as
+    # users run it; its eager form compiled ~500 more one-op programs (≈ 25 s of the suite).
+    if first_order:
+        assert_close(eager(meta_gradient, learner.params, tasks, "vmap")[0], reference, "eager vmap meta-gradient")
 
 
 @pytest.mark.optimised     # the exactness check every number rests on, in the machine code users run
