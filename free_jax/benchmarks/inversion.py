@@ -12,6 +12,7 @@ step ratio; the wall time of each run is reported as well). Throughput: one jitt
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 
 import jax
@@ -119,6 +120,7 @@ def run(small: bool = False) -> str:
     s = _settings(small)
     config: InversionConfig = s["config"]
     split = load_split("glyphs", "train", image_size=s["size"], channels=1)
+    load_before = os.getloadavg()
     start = time.perf_counter()
     group, specs = pretrain_teachers(split, "conv4", s["teachers"], config.way, s["epochs"],
                                      jax.random.key(0), width=16)
@@ -206,4 +208,6 @@ FIVE throughput (one jitted call: {sampled.size} teachers × k = {config.k} step
 {sampled.size * config.batch_size} images): {adapt_time:.2f} s →
 {sampled.size * config.batch_size / adapt_time:.0f} recovered images/s;
 compile {adapt_compile:.1f} s.
+
+{harness.load_line(load_before, os.getloadavg())}
 """
