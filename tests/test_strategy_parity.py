@@ -113,7 +113,7 @@ def test_replay_meta_gradient_equal_under_every_strategy_eager_and_jitted(first_
         assert_close(jitted[1]["loss"], reference_metrics["loss"], f"jitted {strategy} loss")
     # Eager vmap (batched op by op) too, first order only: JAX's batching rules without XLA (eager
     # lax_map is a compiled scan, covered above). The second-order case's vmap is checked jitted, as
-    # users run it; its eager form compiled ~500 more one-op programs (≈ 25 s of the suite).
+    # users run it; its eager form compiled hundreds more one-op programs (BENCHMARKS.md, "Test suite").
     if first_order:
         assert_close(eager(meta_gradient, learner.params, tasks, "vmap")[0], reference, "eager vmap meta-gradient")
 
