@@ -44,9 +44,9 @@ class InversionConfig:
         teachers) runs one teacher at a time and does not read this setting.
       scan_steps: run the k inner steps as ``lax.scan`` (the default) instead of unrolled Python.
         Scanned, "auto" maps the teachers with ``lax.map`` on the CPU (``teacher_strategy``) and
-        the convolutions take the loop-friendly kernel gradient: at CIFAR-FS size the free suite's
-        recovery compiled in 7.1-9.4 s instead of 32.6-33.7 s, in the same time per recovery, and the suite
-        peaked at 1.43 GB instead of 2.8 GB (BENCHMARKS.md, "FIVE's inner loop").
+        the convolutions take the loop-friendly kernel gradient: a recovery program compiled
+        several times faster, in the same time per recovery and about half the peak memory
+        (figures in BENCHMARKS.md, "FIVE's inner loop").
       kernel_gradient: how the generator's last convolution and the teachers' convolutions take
         their kernel gradient on the CPU in FIVE (``free_jax.models.conv``; the generator's
         upsampling convolutions always take "windows", faster for their phase kernels):
@@ -122,10 +122,9 @@ class InversionConfig:
 
         "auto" is vmap on accelerators. On the CPU it is ``lax.map`` when the k steps are scanned
         (the default): one teacher's loop compiled once, the teachers one after another; else the
-        Python loop, whose unrolled teachers XLA:CPU interleaves. At CIFAR-FS size the first
-        compiled the recovery program in 8 s instead of 33-36 s, held about 100 instead of 450-480 MiB
-        of executable and 396 instead of 1459 MiB of temporaries, in the same time per recovery
-        (BENCHMARKS.md, "FIVE's inner loop")."""
+        Python loop, whose unrolled teachers XLA:CPU interleaves. The first compiles faster and
+        holds a fraction of the executable and temporaries of the second, in the same time per
+        recovery (figures in BENCHMARKS.md, "FIVE's inner loop")."""
         return resolve(self.strategy, cpu="lax_map" if self.scan_steps else "loop")
 
     @property
