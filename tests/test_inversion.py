@@ -186,26 +186,20 @@ def test_teacher_and_meta_learner_see_one_view_crop_then_resize(monkeypatch):
 
 
 # ----------------------------------------------------------------------------- FIVE
-def test_invert_vmap_equals_loop_over_teachers():
+def test_invert_recovers_images_in_range_and_its_meta_gradient_drives_a_fomaml_update():
+    """(Every teacher strategy against the eager loop, in float64: tests/test_strategy_parity.py.)"""
     group = tiny_group(jax.random.key(1), 2, (16, 16, 1))
     gen_params, opt_state = init_generator(jax.random.key(0), CONFIG, (16, 16, 1))
-    results = {}
-    for strategy in ("vmap", "loop"):
-        config = dataclasses.replace(CONFIG, strategy=strategy)
-        results[strategy] = jax.jit(lambda p, key: invert(p, [group], None, key, config, True))(
-            gen_params, jax.random.key(3))
-    vmapped, looped = results["vmap"], results["loop"]
-    chex.assert_shape(vmapped.images, (2 * 6, 16, 16, 1))
-    assert float(vmapped.images.min()) >= 0 and float(vmapped.images.max()) <= 1
-    chex.assert_trees_all_close(vmapped.images, looped.images, atol=1e-5)
-    chex.assert_trees_all_close(vmapped.meta_grad, looped.meta_grad, atol=1e-4, rtol=1e-3)
-    chex.assert_trees_all_close(vmapped.metrics, looped.metrics, atol=1e-5)
-    chex.assert_tree_all_finite(vmapped.meta_grad)
+    result = jax.jit(lambda p, key: invert(p, [group], None, key, CONFIG, True))(gen_params, jax.random.key(3))
+    chex.assert_shape(result.images, (2 * 6, 16, 16, 1))
+    assert float(result.images.min()) >= 0 and float(result.images.max()) <= 1
+    chex.assert_tree_all_finite((result.meta_grad, result.metrics))
     # FOMAML meta-update: the first Adam step moves each parameter by ≈ lr against its gradient.
-    updated, _ = meta_update_generator(gen_params, opt_state, vmapped.meta_grad, CONFIG)
-    kernel_grad = np.asarray(vmapped.meta_grad["Conv_1"]["kernel"])
+    updated, _ = meta_update_generator(gen_params, opt_state, result.meta_grad, CONFIG)
+    kernel_grad = np.asarray(result.meta_grad["Conv_1"]["kernel"])
     delta = np.asarray(updated["Conv_1"]["kernel"] - gen_params["Conv_1"]["kernel"])
     big = np.abs(kernel_grad) > 1e-5
+    assert big.any()
     np.testing.assert_allclose(delta[big], -CONFIG.meta_lr * np.sign(kernel_grad[big]), rtol=1e-2)
 
 

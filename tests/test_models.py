@@ -223,7 +223,7 @@ def test_loop_friendly_conv_gradient_inside_scan_equals_unrolled():
 
 
 def _second_order_meta_gradient(apply_patch=None):
-    """The jitted 2-task, 2-step second-order meta-gradient of a Conv4-4 (16 px), and how many
+    """The jitted 2-task, 1-step second-order meta-gradient of a Conv4-4 (16 px), and how many
     times the Conv4's Python code ran while it was traced."""
     from free_jax.meta import maml
     from free_jax.models.learner import create_meta_learner
@@ -243,7 +243,7 @@ def _second_order_meta_gradient(apply_patch=None):
         patch.setattr(models.Conv4, "__call__", counting_call)
         if apply_patch is not None:
             patch.setattr(sys.modules["free_jax.models.apply"], "_nested_program", apply_patch)
-        gradient = jax.jit(lambda p: maml.meta_gradient(learner.logits_fn(), p, tasks, steps=2, lr=0.1,
+        gradient = jax.jit(lambda p: maml.meta_gradient(learner.logits_fn(), p, tasks, steps=1, lr=0.1,
                                                         strategy="loop")[0])(learner.params)
     jax.clear_caches()
     return gradient, calls
@@ -251,7 +251,7 @@ def _second_order_meta_gradient(apply_patch=None):
 
 def test_a_model_is_traced_once_per_input_shape_and_compiles_to_the_same_bits():
     """Model calls are nested jitted programs (free_jax/models/apply.py): the unrolled meta-gradient
-    (2 tasks × (2 inner steps + the query loss)) runs the model's Python code once per input
+    (2 tasks × (1 inner step + the query loss)) runs the model's Python code once per input
     shape, not once per call, and XLA's inlining leaves the compiled numbers bit for bit as a
     program that traces every call in place."""
     nested, nested_calls = _second_order_meta_gradient()
@@ -262,6 +262,6 @@ def test_a_model_is_traced_once_per_input_shape_and_compiles_to_the_same_bits():
 
     inlined, inlined_calls = _second_order_meta_gradient(in_place)
     assert sorted(set(nested_calls)) == [(3, 16, 16, 1), (6, 16, 16, 1)] and len(nested_calls) == 2
-    assert len(inlined_calls) == 2 * (2 + 1)
+    assert len(inlined_calls) == 2 * (1 + 1)
     for a, b in zip(jax.tree_util.tree_leaves(nested), jax.tree_util.tree_leaves(inlined)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

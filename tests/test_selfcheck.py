@@ -5,6 +5,11 @@ import pytest
 import free_jax.models.conv4 as conv4
 from free_jax.meta import selfcheck
 
+# The meta-learner width the checks run at: tests/test_strategy_parity.py's, whose eager float64
+# meta-gradient is the same computation op for op, so most of the one-op programs the eager
+# reference needs are compiled once for both (the session's persistent compilation cache).
+WIDTH = 4
+
 
 def reshape_max_pool(x):
     """The pooling free_jax used before (docs/exact_gradients.md): exact in value, and its second
@@ -18,7 +23,7 @@ def test_self_check_is_skipped_on_cpu_unless_forced():
 
 
 def test_self_check_passes_with_exact_pooling():
-    error = selfcheck.check_strategy("vmap", force=True, log=lambda *_: None)
+    error = selfcheck.check_strategy("vmap", width=WIDTH, force=True, log=lambda *_: None)
     assert error is not None and error < 1e-9
 
 
@@ -27,7 +32,7 @@ def test_self_check_stops_a_miscompiled_meta_gradient(monkeypatch):
     jax.clear_caches()      # the model call is a jitted program: trace it again with the patched pooling
     try:
         with pytest.raises(selfcheck.StrategySelfCheckError, match="strategy 'vmap'.*--config.strategy=loop"):
-            selfcheck.check_strategy("vmap", force=True, log=lambda *_: None)
+            selfcheck.check_strategy("vmap", width=WIDTH, force=True, log=lambda *_: None)
     finally:
         monkeypatch.undo()
         jax.clear_caches()
