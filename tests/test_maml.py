@@ -53,13 +53,17 @@ def test_per_task_gradients_equal_the_gradient_of_the_summed_loss_and_drop_maske
         tasks = jax.tree_util.tree_map(lambda a: a if a.dtype.kind == "i" else a.astype(jnp.float64),
                                        random_tasks(5, 3))
         logits_fn = learner.logits_fn()
-        summed = jax.jit(jax.grad(lambda p, t: maml.meta_batch_loss(logits_fn, p, t, 2, 0.1)[0]))
+        summed = jax.jit(jax.grad(lambda p, t: maml.meta_batch_loss(logits_fn, p, t, 2, 0.1)[0]))(params, tasks)
         per_task = jax.jit(lambda p, t, mask: maml.per_task_gradients(logits_fn, p, t, 2, 0.1, mask=mask))
         grads, (losses, _) = per_task(params, tasks, jnp.ones(3, bool))
-        chex.assert_trees_all_close(grads, summed(params, tasks), rtol=1e-10, atol=1e-12)
-        first_two = jax.tree_util.tree_map(lambda a: a[:2], tasks)
+        chex.assert_trees_all_close(grads, summed, rtol=1e-10, atol=1e-12)
+        # The mask is an argument of the one compiled program: tasks 1-2 and task 3 alone add up to
+        # all three, and task 3's share is not zero, so the mask really left it out.
         masked, (masked_losses, _) = per_task(params, tasks, jnp.array([True, True, False]))
-        chex.assert_trees_all_close(masked, summed(params, first_two), rtol=1e-10, atol=1e-12)
+        last, _ = per_task(params, tasks, jnp.array([False, False, True]))
+        chex.assert_trees_all_close(jax.tree_util.tree_map(jnp.add, masked, last), summed, rtol=1e-10, atol=1e-12)
+        assert float(sum(jnp.vdot(g, g) for g in jax.tree_util.tree_leaves(last))) > 1e-6 * float(
+            sum(jnp.vdot(g, g) for g in jax.tree_util.tree_leaves(summed)))
         np.testing.assert_array_equal(masked_losses, losses)
     assert maml.TASK_GRADIENTS_ON_CPU == "lax_map"
     assert maml.task_strategy("auto") == ("lax_map" if jax.default_backend() == "cpu" else "vmap")
