@@ -57,9 +57,9 @@ def test_adaptation_beats_chance_and_chunking_does_not_change_results():
     split = colour_split()
     episodes = evaluation.make_episodes(split, num_episodes=10, way=5, shot=1, query=3, seed=0)
     learner = create_meta_learner(jax.random.key(0), "conv4", 5, (16, 16, 3), split.mean, split.std, width=8)
-    result = evaluation.evaluate(learner, split.images, episodes, steps=10, lr=0.1, chunk_size=4)
-    assert result.mean > 60.0  # chance is 20 %
-    again = evaluation.evaluate(learner, split.images, episodes, steps=10, lr=0.1, chunk_size=3, strategy="lax_map")
+    result = evaluation.evaluate(learner, split.images, episodes, steps=5, lr=0.1, chunk_size=4)
+    assert result.mean > 60.0  # chance is 20 % (76 % measured)
+    again = evaluation.evaluate(learner, split.images, episodes, steps=5, lr=0.1, chunk_size=3, strategy="lax_map")
     np.testing.assert_allclose(result.accuracies, again.accuracies, atol=1e-4)
     assert result.accuracies.shape == (10,)
 
