@@ -110,13 +110,19 @@ def test_generator_range_and_shape():
 def test_loop_friendly_conv_matches_lax_to_second_order_in_float64(size, kernel, stride, padding, channels, form):
     """free_jax.models.conv has JAX's convolution values and first and second derivatives
     (float64, jitted), for strides 1 and 2, SAME/explicit/no/uneven padding, 1×1 kernels, square
-    and non-square inputs, more or fewer outputs than inputs, with either form of kernel gradient."""
+    and non-square inputs, more or fewer outputs than inputs, with either form of kernel gradient;
+    the 3-channel inputs take the CPU's zero fourth channel (``RGB_CHANNELS``)."""
     from jax import lax
 
-    from free_jax.models.conv import conv_general_dilated, kernel_gradient
+    from free_jax.models.conv import RGB_CHANNELS, conv_general_dilated, kernel_gradient
 
     height, width = (size, size) if isinstance(size, int) else size
     channels_in, channels_out = channels
+    if channels_in == RGB_CHANNELS:      # the padded path is taken: the lowered program has the 4-channel convolution
+        lowered = jax.jit(lambda x, w: conv_general_dilated(x, w, (stride, stride), padding,
+                                                           dimension_numbers=("NHWC", "HWIO", "NHWC"))).lower(
+            jnp.zeros((2, height, width, channels_in)), jnp.zeros((kernel, kernel, channels_in, channels_out)))
+        assert f"x{kernel}x4x{channels_out}xf32" in lowered.as_text()
     with jax.enable_x64(True), kernel_gradient(form):
         keys = jax.random.split(jax.random.key(0), 2)
         x = jax.random.normal(keys[0], (2, height, width, channels_in), jnp.float64)

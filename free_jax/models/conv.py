@@ -51,6 +51,7 @@ from jax import lax
 _NHWC = ("NHWC", "HWIO", "NHWC")
 KERNEL_GRADIENTS = ("windows", "convolution")
 _FORM = contextvars.ContextVar("free_jax_kernel_gradient", default="windows")
+RGB_CHANNELS, PADDED_CHANNELS = 3, 4     # on the CPU, 3-channel inputs are convolved as 4 (see below)
 
 
 @contextlib.contextmanager
@@ -81,7 +82,20 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     """``lax.conv_general_dilated`` (same arguments, same values) with the loop-friendly VJP above.
 
     Pass it to Flax as ``nn.Conv(..., conv_general_dilated=conv_general_dilated)``.
+
+    On the CPU a 3-channel input (RGB images: every model's first layer) gets a fourth, zero
+    channel and the kernel a zero input slice: the same sums (the added products are 0 · 0), and
+    XLA:CPU runs 4-channel convolutions several times faster than 3-channel ones (a 3 → 32
+    convolution of 100 images at 32×32: 8.6 ms against 2.5 ms for 4 → 32; BENCHMARKS.md, "RGB
+    input convolutions"). The padding is differentiable (its transpose is a slice), so every
+    gradient and second derivative flows through it.
     """
+    if (jax.default_backend() == "cpu" and lhs.ndim == 4 and lhs.shape[-1] == RGB_CHANNELS
+            and feature_group_count == 1 and batch_group_count == 1
+            and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+            == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)):
+        lhs = jnp.pad(lhs, ((0, 0), (0, 0), (0, 0), (0, PADDED_CHANNELS - RGB_CHANNELS)))
+        rhs = jnp.pad(rhs, ((0, 0), (0, 0), (0, PADDED_CHANNELS - RGB_CHANNELS), (0, 0)))
     dims = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
     strides = tuple(int(s) for s in window_strides)
     static = (("window_strides", strides),
