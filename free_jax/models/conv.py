@@ -85,9 +85,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
 
     On the CPU a 3-channel input (RGB images: every model's first layer) gets a fourth, zero
     channel and the kernel a zero input slice: the same sums (the added products are 0 · 0), and
-    XLA:CPU runs 4-channel convolutions several times faster than 3-channel ones (a 3 → 32
-    convolution of 100 images at 32×32: 8.6 ms against 2.5 ms for 4 → 32; BENCHMARKS.md, "RGB
-    input convolutions"). The padding is differentiable (its transpose is a slice), so every
+    XLA:CPU runs 4-channel convolutions several times faster than 3-channel ones (BENCHMARKS.md,
+    "RGB input convolutions"). The padding is differentiable (its transpose is a slice), so every
     gradient and second derivative flows through it.
     """
     if (jax.default_backend() == "cpu" and lhs.ndim == 4 and lhs.shape[-1] == RGB_CHANNELS
