@@ -89,12 +89,6 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     "RGB input convolutions"). The padding is differentiable (its transpose is a slice), so every
     gradient and second derivative flows through it.
     """
-    if (jax.default_backend() == "cpu" and lhs.ndim == 4 and lhs.shape[-1] == RGB_CHANNELS
-            and feature_group_count == 1 and batch_group_count == 1
-            and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
-            == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)):
-        lhs = jnp.pad(lhs, ((0, 0), (0, 0), (0, 0), (0, PADDED_CHANNELS - RGB_CHANNELS)))
-        rhs = jnp.pad(rhs, ((0, 0), (0, 0), (0, PADDED_CHANNELS - RGB_CHANNELS), (0, 0)))
     dims = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
     strides = tuple(int(s) for s in window_strides)
     static = (("window_strides", strides),
@@ -104,6 +98,10 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
               ("dimension_numbers", dims), ("feature_group_count", int(feature_group_count)),
               ("batch_group_count", int(batch_group_count)), ("precision", precision),
               ("preferred_element_type", preferred_element_type))
+    if jax.default_backend() == "cpu" and lhs.shape[-1] == RGB_CHANNELS and _is_plain_nhwc(lhs, rhs, dict(static)):
+        # the extra channel changes no axis order and no spatial padding: ``static`` stays valid
+        lhs = jnp.pad(lhs, ((0, 0), (0, 0), (0, 0), (0, PADDED_CHANNELS - RGB_CHANNELS)))
+        rhs = jnp.pad(rhs, ((0, 0), (0, 0), (0, PADDED_CHANNELS - RGB_CHANNELS), (0, 0)))
     return _conv(static, _FORM.get(), lhs, rhs)
 
 
