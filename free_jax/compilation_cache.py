@@ -9,8 +9,8 @@ never used, and the directory is safe to delete at any time (the next run compil
 
 Every program is cached, however quick its compile (``min_compile_seconds=0``): besides the few
 big phase programs a run compiles a few hundred small ones (eager operations, checks), which add
-up to seconds. Measured on the glyph smoke run (2-core CPU, 2026-12-01): a repeated run took 20.0 s
-with JAX's usual 0.5 s threshold and 16.0 s caching everything; the 235 entries take 5.5 MB.
+up to seconds (measured in BENCHMARKS.md, "Test suite: XLA's -O0 for the tests"); they take a few
+megabytes.
 
 Location, first that is set: ``directory`` argument; ``$JAX_COMPILATION_CACHE_DIR`` (JAX's own
 variable, also honoured by JAX itself); ``$FREE_JAX_XLA_CACHE_DIR``; else ``<data cache>/xla``

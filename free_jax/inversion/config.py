@@ -30,18 +30,15 @@ class InversionConfig:
       strategy: how teachers of one group are mapped (``free_jax.vectorize``; "auto" as
         ``teacher_strategy`` resolves it).
       teachers_in_flight: with strategy "loop" (on the CPU "auto" with ``scan_steps=False``), at
-        most this many teachers' adaptations run at once in the recovery program (0 = no limit). Unlimited, XLA:CPU
-        interleaves every teacher of the draw and keeps all their activations alive together, so
-        the program's temporaries grow with the draw (CIFAR-FS size: 1418 MiB for 4 teachers,
-        2807 MiB for 8). The default 4 leaves the default draw of 4 as it was (fastest) and bounds
-        larger draws (8 teachers: 1484 MiB). Fewer trade speed for memory: 2 needed 756 MiB and
-        1 needed 412 MiB for 4 teachers, at about 5 % and 14 % more time per recovery on 2 cores
-        (BENCHMARKS.md, "Memory"); with the generator's phase-kernel convolutions the recovery
-        program alone peaked at 2.55, 1.98 and 1.6 GB of RSS for 4, 2 and 1, 1 at about 10 % more
-        time ("The generator's upsampling convolutions"). The math does not depend on it (a float64 parity test); in
-        float32 the program's fusions, and so its rounding, change for the teachers that wait.
-        The figures are for unrolled steps; the CPU default (scanned steps, ``lax.map`` over the
-        teachers) runs one teacher at a time and does not read this setting.
+        most this many teachers' adaptations run at once in the recovery program (0 = no limit).
+        Unlimited, XLA:CPU interleaves every teacher of the draw and keeps all their activations
+        alive together, so the program's temporaries grow with the draw; fewer teachers in flight
+        trade time for memory (measured in BENCHMARKS.md, "Where the free suite's memory goes" and
+        "The generator's upsampling convolutions"). The default 4 leaves the default draw of 4
+        as it is and bounds larger draws. The math does not depend on it (a float64 parity test);
+        in float32 the program's fusions, and so its rounding, change for the teachers that wait.
+        The CPU default (scanned steps, ``lax.map`` over the teachers) runs one teacher at a time
+        and does not read this setting.
       scan_steps: run the k inner steps as ``lax.scan`` (the default) instead of unrolled Python.
         Scanned, "auto" maps the teachers with ``lax.map`` on the CPU (``teacher_strategy``) and
         the convolutions take the loop-friendly kernel gradient: a recovery program compiled
@@ -107,10 +104,8 @@ class InversionConfig:
 
         "auto": JAX's convolution rule ("convolution") where the program has no loop — the
         teachers mapped by "loop" (a Python loop) and the k steps unrolled (``scan_steps=False``) —
-        since there it is faster and needs a third of the memory (recovery at CIFAR-FS size:
-        18.8 s and 1.33 GB of temporaries against 23.2 s and 4.17 GB before the generator's
-        phase-kernel convolutions; with them, 10.3-10.5 s and a 2.6 GB peak against 13.2-13.7 s
-        and 3.4 GB for "windows" everywhere; BENCHMARKS.md); the loop-friendly "windows" form
+        since there it is faster and needs a fraction of the memory (BENCHMARKS.md, "The fix taken:
+        JAX's rule where the program has no loop"); the loop-friendly "windows" form
         otherwise (scanned steps, the default, or ``lax.map`` over teachers)."""
         if self.kernel_gradient != "auto":
             return self.kernel_gradient

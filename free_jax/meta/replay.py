@@ -14,12 +14,9 @@ meta-batches in a row — capped at R. Meta-batch ``i`` draws its tasks with
 - ``replay``: all of them inside one jitted program (``lax.scan`` / ``lax.while_loop``); used by
   the fused ``free_iteration``;
 - ``replay_on_host``: one jitted ``replay_batch`` per meta-batch from a Python loop (what the
-  training loop runs, ``free_jax.training.step.replay_phase``). On XLA:CPU a meta-batch inside
-  the scan once measured 6.8× slower than the same meta-batch as its own jitted program (27.8 s
-  vs 4.1 s), because XLA:CPU ran JAX's convolution gradients slowly in loop bodies; the models'
-  convolutions now have loop-friendly gradients (``free_jax.models.conv``, BENCHMARKS.md
-  "Convolutions inside loops"), which brought a scanned MAML inner loop level with the unrolled one; the replay
-  scan itself has not been re-timed. The host loop costs one dispatch per meta-batch.
+  training loop runs, ``free_jax.training.step.replay_phase``). The host loop was chosen when
+  XLA:CPU ran convolution gradients slowly inside loop bodies (BENCHMARKS.md, "Convolutions
+  inside loops"); it costs one dispatch per meta-batch.
 
 Precision: the meta-gradient goes through the Hessian of the support loss, an ill-conditioned
 product that reduced-precision matmuls (TF32, the default for float32 on recent NVIDIA GPUs; bf16

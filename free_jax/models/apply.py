@@ -9,8 +9,8 @@ kernel-gradient form, ``free_jax.models.conv``).
 JAX traces and lowers a nested program once per module and input shapes and reuses it, and its
 derivatives, at every call site: FIVE's k unrolled steps over T teachers and replay's tasks ×
 inner steps call the same model dozens of times. XLA inlines the nested calls before it optimises,
-so the compiled program computes the same bits. Tracing and lowering the free benchmark's four
-programs at CIFAR-FS size took 34.4 s before and 6.8 s after (BENCHMARKS.md, "Compile"). Called
+so the compiled program computes the same bits, and tracing and lowering take a fraction of the
+time (BENCHMARKS.md, "Compile"). Called
 outside a jitted program, a model runs as one compiled program; ``jax.disable_jit()`` runs it op
 by op (the eager references of ``free_jax.meta.selfcheck`` and of the tests). A trace is reused
 for the same module and shapes, so code that swaps a function a model reads while it is traced
